@@ -1,0 +1,24 @@
+"""optkit: take a trained PyTorch classifier to a calibrated, benchmarked, device-ready bundle.
+
+    import toolkit
+    result = toolkit.compress("model.pt2", data="val.npz", device="jetson-orin-nano")
+
+Importing this package imports no runtime (onnxruntime, openvino, tensorrt); they load on use.
+"""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+
+def compress(*args, **kwargs):
+    """See toolkit.pipeline.compress (the same function `optkit compress` calls)."""
+    from .pipeline import compress as _compress
+
+    return _compress(*args, **kwargs)
+
+
+def verify(folder):
+    """See toolkit.bundle.verify (the same function `optkit verify` calls)."""
+    from .bundle import verify as _verify
+
+    return _verify(folder)

@@ -1,0 +1,94 @@
+"""The built-in demo, `builtin:digits-cnn`: a small CNN trained on scikit-learn's bundled digits.
+
+Real data with no download: 1,797 8x8 handwritten digits ship inside scikit-learn. The
+model is trained deterministically (seeded, deterministic algorithms, one thread) and
+cached, so later runs reuse the same weights.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .cache import cache_dir, key
+from .data import Dataset, Split, _stratified
+
+DEMO_NAME = "builtin:digits-cnn"
+DEMO_SEED = 0
+EPOCHS = 15
+PREPROCESSING = "x = image / 16.0 as float32, shape (batch, 1, 8, 8); sklearn digits pixel values are 0..16"
+
+
+def digits_cnn(num_classes: int = 10, width: float = 1.0):
+    """Factory (module:function) for the demo architecture; `width` scales the channels."""
+    import torch.nn as nn
+
+    c1, c2, hidden = max(4, int(32 * width)), max(8, int(64 * width)), max(16, int(128 * width))
+    return nn.Sequential(
+        nn.Conv2d(1, c1, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(c1, c2, 3, padding=1), nn.ReLU(),
+        nn.MaxPool2d(2), nn.Flatten(),
+        nn.Linear(c2 * 16, hidden), nn.ReLU(),
+        nn.Linear(hidden, num_classes),
+    )
+
+
+def digits_dataset(seed: int = DEMO_SEED) -> Dataset:
+    """Digits split 60/20/20 stratified into train/val/test, with an `ink` slice (light/heavy strokes)."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = (d.images / 16.0).astype(np.float32)[:, None, :, :]
+    y = d.target.astype(np.int64)
+    ink = np.where(x.reshape(len(x), -1).sum(1) > np.median(x.reshape(len(x), -1).sum(1)), "heavy", "light")
+    whole = Split({"x": x}, y, {"ink": ink})
+    tr, va, te = _stratified(y, [0.6, 0.2, 0.2], seed)
+    sha = key("sklearn-digits", len(y), seed)
+    return Dataset(name="sklearn-digits", labels=[str(i) for i in range(10)], train=whole.take(tr),
+                   val=whole.take(va), test=whole.take(te), sha256=sha, preprocessing=PREPROCESSING)
+
+
+def train_classifier(model, data: Dataset, epochs: int, seed: int, lr: float = 2e-3, batch_size: int = 64):
+    """Plain seeded cross-entropy training (used for the demo teacher)."""
+    import torch
+    import torch.nn.functional as F
+
+    torch.manual_seed(seed)
+    x = torch.from_numpy(data.train.inputs["x"])
+    y = torch.from_numpy(data.train.y)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    gen = torch.Generator().manual_seed(seed)
+    model.train()
+    for _ in range(epochs):
+        perm = torch.randperm(len(x), generator=gen)
+        for i in range(0, len(x), batch_size):
+            idx = perm[i:i + batch_size]
+            opt.zero_grad()
+            F.cross_entropy(model(x[idx]), y[idx]).backward()
+            opt.step()
+    return model.eval()
+
+
+def demo_checkpoint() -> tuple[str, str]:
+    """Path of the trained demo weights (.safetensors) and the factory that builds it; trains once."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    path = cache_dir() / "demo" / f"digits-cnn-{key('digits-cnn', EPOCHS, DEMO_SEED, torch.__version__)}.safetensors"
+    factory = "toolkit.demo:digits_cnn"
+    if path.exists():
+        try:
+            load_file(str(path))
+            return str(path), factory
+        except Exception:
+            path.unlink()  # corrupt cache entry: rebuild below
+    path.parent.mkdir(parents=True, exist_ok=True)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one thread: bit-reproducible weights across machines with the same torch
+    try:
+        torch.manual_seed(DEMO_SEED)
+        model = train_classifier(digits_cnn(), digits_dataset(), EPOCHS, DEMO_SEED)
+    finally:
+        torch.set_num_threads(threads)
+    tmp = path.with_suffix(".tmp")
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
+    tmp.replace(path)
+    return str(path), factory

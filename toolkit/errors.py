@@ -1,0 +1,56 @@
+"""Typed errors. Every message says what went wrong, on which file, and what to do.
+
+The CLI prints `str(err)` on one line and exits with `err.exit_code`; library code never
+calls sys.exit.
+"""
+from __future__ import annotations
+
+
+class OptkitError(Exception):
+    """Base of every error optkit raises on purpose."""
+
+    exit_code = 2
+
+    def __init__(self, message: str):
+        # One line: users and CI logs read the last line.
+        super().__init__(" ".join(str(message).split()))
+
+
+class ConfigError(OptkitError):
+    """A recipe, device profile or option is invalid."""
+
+
+class UnsafeCheckpoint(OptkitError):
+    """The checkpoint carries code (pickled module, TorchScript) and --trust-checkpoint was not given."""
+
+
+class CheckpointError(OptkitError):
+    """The checkpoint cannot be read or does not match its factory."""
+
+
+class DataError(OptkitError):
+    """The data file breaks the .npz contract or does not fit the model."""
+
+
+class UnsupportedError(OptkitError):
+    """The request is valid but optkit does not support it for this model or format."""
+
+
+class BackendUnavailable(OptkitError):
+    """A runtime cannot run on this host; the message names what is missing."""
+
+    exit_code = 4
+
+
+class GateFailed(OptkitError):
+    """No candidate met the device budgets and gates, or a verification failed."""
+
+    exit_code = 3
+
+
+class OutputError(OptkitError):
+    """The output folder cannot be used (not empty, locked, unwritable, a link)."""
+
+
+class CacheError(OptkitError):
+    """A cache entry is corrupt or was made by other library versions."""

@@ -1,0 +1,44 @@
+"""Facts about the machine and the libraries, for every 'measured on' label."""
+from __future__ import annotations
+
+import functools
+import os
+import platform
+from importlib import metadata
+
+LIBRARIES = ["optkit", "torch", "torchao", "onnx", "onnxruntime", "openvino", "nncf", "neural-compressor", "numpy",
+             "scikit-learn", "tensorrt"]
+
+
+@functools.cache
+def cpu_model() -> str:
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+@functools.cache
+def host() -> dict:
+    return {"cpu": cpu_model(), "arch": platform.machine(), "cores": os.cpu_count(), "os": platform.platform(terse=True),
+            "python": platform.python_version()}
+
+
+def host_label() -> str:
+    h = host()
+    return f"{h['cpu']} ({h['arch']}, {h['cores']} cores)"
+
+
+@functools.cache
+def library_versions() -> dict[str, str | None]:
+    """Installed versions, read from package metadata (never imports the runtimes)."""
+    out: dict[str, str | None] = {}
+    for name in LIBRARIES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out

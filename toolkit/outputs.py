@@ -1,0 +1,97 @@
+"""Atomic run folders: write into a staging folder, promote with one rename, one writer at a time."""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+from pathlib import Path
+
+from .errors import OutputError
+
+
+def check_target(out: Path, overwrite: bool) -> None:
+    if out.is_symlink():
+        raise OutputError(f"{out}: the output folder is a symbolic link; pass a real folder with --out")
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{out}: exists and is not a folder; choose another --out")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise OutputError(f"{out}: the output folder is not empty; choose another --out or pass --overwrite")
+    parent = out.parent
+    parent.mkdir(parents=True, exist_ok=True) if not parent.exists() else None
+    if not os.access(parent, os.W_OK):
+        raise OutputError(f"{parent}: not writable; choose an --out in a folder you can write to")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+@contextlib.contextmanager
+def lock(out: Path):
+    """An exclusive lock file next to the output folder; a stale lock (dead pid) is taken over."""
+    path = out.parent / f".{out.name}.optkit.lock"
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            os.write(fd, str(os.getpid()).encode())
+            os.close(fd)
+            break
+        except FileExistsError:
+            try:
+                pid = int(path.read_text().strip() or 0)
+            except (OSError, ValueError):
+                pid = 0
+            if pid and _pid_alive(pid):
+                raise OutputError(f"{out}: another optkit run (pid {pid}) is writing this folder; wait for it or choose another --out") from None
+            path.unlink(missing_ok=True)
+    else:  # pragma: no cover - lost a race twice
+        raise OutputError(f"{out}: could not take the lock {path}; retry")
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def staged(out: Path, overwrite: bool):
+    """Yield a staging folder; on success it replaces `out` in one rename, on any failure it is removed."""
+    out = Path(out)
+    check_target(out, overwrite)
+    with lock(out), _terminate_as_interrupt():
+        staging = out.parent / f".{out.name}.optkit-staging"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        try:
+            yield staging
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        if out.exists():
+            trash = out.parent / f".{out.name}.optkit-old"
+            shutil.rmtree(trash, ignore_errors=True)
+            out.rename(trash)
+            staging.rename(out)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            staging.rename(out)
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt():
+    """SIGTERM unwinds like Ctrl-C, so the staging folder is cleaned up either way."""
+    try:
+        previous = signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

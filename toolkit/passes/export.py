@@ -1,0 +1,112 @@
+"""Export passes: the torch baseline archive, ONNX export (dynamic axes, parity-checked), ONNX fp16."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..candidate import Candidate
+from ..errors import UnsupportedError
+from .base import PassContext, register_pass
+
+PARITY_RTOL, PARITY_ATOL = 1e-3, 1e-4
+
+
+def example_inputs(ctx: PassContext, n: int = 2) -> tuple:
+    import torch
+
+    return tuple(torch.from_numpy(np.ascontiguousarray(ctx.data.val.inputs[name][:n])) for name in ctx.io.input_names)
+
+
+def export_program(module, ctx: PassContext):
+    """torch.export with the I/O contract's dynamic axes (batch, and sequence for token inputs)."""
+    import torch
+
+    dims = {"batch": torch.export.Dim("batch", min=1, max=4096), "sequence": torch.export.Dim("sequence", min=1, max=8192)}
+    dynamic = tuple({i: dims[d] for i, d in enumerate(spec.shape) if isinstance(d, str)} for spec in ctx.io.inputs)
+    try:
+        return torch.export.export(module, example_inputs(ctx), dynamic_shapes=dynamic, strict=False)
+    except Exception as exc:
+        raise UnsupportedError(f"torch.export failed for this model with a dynamic batch ({str(exc).splitlines()[0][:200]}); "
+                               "make the model export-friendly (no data-dependent control flow)") from exc
+
+
+def save_baseline(ctx: PassContext, module, cid: str = "torch-fp32") -> Candidate:
+    """The fp32 torch baseline as a .pt2 archive (what the torch backend runs and a bundle would ship)."""
+    import torch
+
+    path = ctx.folder(cid) / "model.pt2"
+    torch.export.save(export_program(module, ctx), str(path))
+    return Candidate(id=cid, path=path, format="torch", precision="fp32", backend="torch", lineage=("baseline",),
+                     runtime_options={"input_names": ctx.io.input_names})
+
+
+def _rename_dynamic_dims(model, ctx: PassContext) -> None:
+    """The exporter names dynamic dims s0, s1...; rename them to the contract's names (batch, sequence)."""
+    specs = {t.name: t.shape for t in (*ctx.io.inputs, *ctx.io.outputs)}
+    mapping: dict[str, str] = {}
+    for value in (*model.graph.input, *model.graph.output):
+        shape = specs.get(value.name)
+        if shape is None:
+            continue
+        for i, dim in enumerate(value.type.tensor_type.shape.dim):
+            if dim.dim_param and i < len(shape) and isinstance(shape[i], str):
+                mapping[dim.dim_param] = shape[i]
+    for value in (*model.graph.input, *model.graph.output, *model.graph.value_info):
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.dim_param in mapping:
+                dim.dim_param = mapping[dim.dim_param]
+
+
+def check_parity(ctx: PassContext, onnx_path: Path, module) -> dict:
+    import onnxruntime as ort
+    import torch
+
+    feeds = {name: ctx.data.val.inputs[name][:32] for name in ctx.io.input_names}
+    with torch.inference_mode():
+        ref = module(*(torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in ctx.io.input_names))
+        ref = (ref[0] if isinstance(ref, (tuple, list)) else ref).float().numpy()
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    got = sess.run(None, feeds)[0]
+    ok = bool(np.allclose(got, ref, rtol=PARITY_RTOL, atol=PARITY_ATOL))
+    return {"max_abs_diff": float(np.max(np.abs(got - ref))), "rtol": PARITY_RTOL, "atol": PARITY_ATOL, "ok": ok}
+
+
+@register_pass("export_onnx", accepts=("torch",), backend="onnxruntime", precision="fp32")
+def export_onnx(ctx: PassContext, parent: Candidate, opts, cid: str) -> Candidate:
+    """ONNX export with torch.onnx (dynamo exporter), dynamic batch axis, parity vs torch checked."""
+    import contextlib
+    import io
+
+    import onnx
+    import torch
+
+    from ..intake import _load_pt2
+
+    module = _load_pt2(parent.path).module()
+    path = ctx.folder(cid) / "model.onnx"
+    program = torch.export.load(str(parent.path))
+    with contextlib.redirect_stdout(io.StringIO()):  # the exporter prints progress lines; keep the CLI's output clean
+        torch.onnx.export(program, example_inputs(ctx), str(path), input_names=ctx.io.input_names,
+                          output_names=[t.name for t in ctx.io.outputs], dynamo=True, external_data=False)
+    model = onnx.load(str(path))
+    _rename_dynamic_dims(model, ctx)
+    onnx.save(model, str(path))
+    parity = check_parity(ctx, path, module)
+    if not parity["ok"]:
+        raise UnsupportedError(f"{path}: ONNX export does not match torch (max |diff| {parity['max_abs_diff']:.2e} > "
+                               f"atol {PARITY_ATOL} + rtol {PARITY_RTOL}); report the model to optkit with its architecture")
+    return parent.derive(id=cid, path=path, format="onnx", backend="onnxruntime", step="export_onnx",
+                         runtime_options={}, info={"opset": model.opset_import[0].version, "export_parity": parity})
+
+
+@register_pass("onnx_fp16", accepts=("onnx",), backend="onnxruntime", precision="fp16")
+def onnx_fp16(ctx: PassContext, parent: Candidate, opts, cid: str) -> Candidate:
+    """fp16 weights and compute, fp32 I/O (TensorRT-ready fp16 ONNX; on a CPU, ORT inserts casts where it lacks fp16 kernels)."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    path = ctx.folder(cid) / "model.onnx"
+    model = convert_float_to_float16(onnx.load(str(parent.path)), keep_io_types=True)
+    onnx.save(model, str(path))
+    return parent.derive(id=cid, path=path, precision="fp16", step="onnx_fp16", info={"io_types": "float32"})

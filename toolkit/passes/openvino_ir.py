@@ -1,0 +1,44 @@
+"""OpenVINO IR conversion: fp32 IR, run with an explicit inference precision (f32, or bf16/f16 where the CPU has it)."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from ..candidate import Candidate
+from ..errors import BackendUnavailable
+from .base import PassContext, register_pass
+
+
+class OpenVinoOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    inference_precision: Literal["f32", "bf16", "f16"] = "f32"
+
+
+def host_supports(precision: str) -> bool:
+    from ..backends.openvino import cpu_capabilities
+
+    caps = cpu_capabilities()
+    return precision == "f32" or {"bf16": "BF16", "f16": "FP16"}[precision] in caps
+
+
+def convert_ir(src, dst) -> None:
+    import openvino as ov
+
+    # compress_to_fp16=False: save_model would otherwise halve the weights silently.
+    ov.save_model(ov.convert_model(str(src)), str(dst), compress_to_fp16=False)
+
+
+@register_pass("openvino_ir", accepts=("onnx",), backend="openvino",
+               precision=lambda o: {"f32": None, "bf16": "bf16", "f16": "fp16"}[o.inference_precision], options=OpenVinoOptions)
+def openvino_ir(ctx: PassContext, parent: Candidate, opts: OpenVinoOptions, cid: str) -> Candidate:
+    """OpenVINO IR (fp32 weights) with an explicit CPU inference precision."""
+    if not host_supports(opts.inference_precision):
+        raise BackendUnavailable(f"OpenVINO CPU on this host has no {opts.inference_precision} support "
+                                 "(OPTIMIZATION_CAPABILITIES); run this candidate on the target")
+    path = ctx.folder(cid) / "model.xml"
+    convert_ir(parent.path, path)
+    precision = {"f32": parent.precision, "bf16": "bf16", "f16": "fp16"}[opts.inference_precision]
+    return parent.derive(id=cid, path=path, format="openvino", backend="openvino", precision=precision,
+                         step=f"openvino_ir[{opts.inference_precision}]",
+                         runtime_options={"inference_precision": opts.inference_precision})

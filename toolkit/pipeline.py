@@ -1,0 +1,432 @@
+"""compress = plan -> run -> evaluate -> select -> report + bundle, inside a staging folder.
+
+Library entry point: `toolkit.compress(...)` does exactly what `optkit compress` does.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from . import cache
+from .candidate import Candidate
+from .data import Dataset, file_sha256, load_npz
+from .devices import DeviceProfile, load_device
+from .errors import GateFailed, OptkitError, UnsupportedError
+from .passes import PassContext, load_all
+from .recipes import BASELINE, Recipe, Step, load_recipe
+
+FORMAT_OF_BACKEND = {"onnxruntime": "onnx", "openvino": "openvino", "torch": "torch", "tensorrt": "onnx"}
+
+
+class Progress:
+    """Silent progress; the CLI passes a rich implementation."""
+
+    def stage(self, name: str, total: int) -> None: ...
+    def advance(self, label: str) -> None: ...
+    def log(self, message: str) -> None: ...
+    def close(self) -> None: ...
+
+
+@dataclasses.dataclass
+class PlannedStep:
+    step: Step
+    status: str          # "run" | "skip" | "alias" (uses its source as is) | later "done" / "failed" / "cached"
+    reason: str = ""
+    backend: str = ""
+    precision: str | None = None
+
+
+@dataclasses.dataclass
+class Plan:
+    steps: list[PlannedStep]
+    baseline_format: str
+    target_note: str
+
+    def to_list(self) -> list[dict]:
+        return [{"id": p.step.id, "pass": p.step.pass_name, "from": p.step.source, "status": p.status,
+                 "reason": p.reason, "backend": p.backend, "precision": p.precision} for p in self.steps]
+
+
+def deployable(backend: str, device: DeviceProfile) -> bool:
+    """Can the target run an artifact made for this backend? ONNX feeds TensorRT on targets that build engines."""
+    return backend in device.backends or (backend == "onnxruntime" and "tensorrt" in device.backends)
+
+
+def plan(recipe: Recipe, device: DeviceProfile, baseline_format: str, has_train: bool) -> Plan:
+    """Which steps run on this host, which are skipped and why (decided before any compute)."""
+    from .backends import availability
+
+    passes = load_all()
+    formats = {BASELINE: baseline_format}
+    precisions = {BASELINE: "fp32"}
+    planned: list[PlannedStep] = []
+    skipped: set[str] = set()
+    usable_backends = set(device.backends) | {device.stand_in.backend, "torch"}
+    avail_cache: dict[str, tuple[bool, str]] = {}
+    for step in recipe.steps:
+        spec = passes[step.pass_name]
+        opts = recipe.step_options(step)
+        out_precision = spec.output_precision(opts) or precisions.get(step.source, "fp32")
+        p = PlannedStep(step, "run", backend=spec.backend, precision=out_precision)
+        src_format = formats.get(step.source)
+        if step.source in skipped:
+            p.status, p.reason = "skip", f"its input step '{step.source}' is skipped"
+        elif step.pass_name == "export_onnx" and src_format == "onnx":
+            p.status, p.reason = "alias", "the input is already ONNX; the baseline is used as is"
+        elif src_format not in spec.accepts:
+            p.status, p.reason = "skip", f"{step.pass_name} takes {'/'.join(spec.accepts)} models, its input is {src_format}"
+        elif spec.needs_training_data and not has_train:
+            p.status, p.reason = "skip", "needs a train split: add split=['train',...] rows to the .npz"
+        elif spec.backend not in usable_backends:
+            p.status, p.reason = "skip", f"{device.name} does not run {spec.backend} (backends: {', '.join(device.backends)})"
+        elif out_precision.replace("mixed-", "").replace("-dynamic", "") not in device.precisions and not out_precision.startswith("mixed"):
+            p.status, p.reason = "skip", f"{device.name} does not support {out_precision} (precisions: {', '.join(device.precisions)})"
+        else:
+            if spec.backend not in avail_cache:
+                avail_cache[spec.backend] = availability(spec.backend)
+            ok, why = avail_cache[spec.backend]
+            if not ok:
+                p.status, p.reason = "skip", why
+        if p.status == "skip":
+            skipped.add(step.id)
+        formats[step.id] = src_format if p.status == "alias" else FORMAT_OF_BACKEND[spec.backend]
+        precisions[step.id] = out_precision if p.status != "alias" else precisions.get(step.source, "fp32")
+        planned.append(p)
+    target = [b for b in device.target_only_backends]
+    note = ""
+    if target:
+        ok, why = availability("tensorrt")
+        note = ("TensorRT engines are built on this host" if ok else
+                f"TensorRT engines are built on the target ({why}); the fp16 and int8 QDQ ONNX files are "
+                f"measured here with {device.stand_in.backend} as a stand-in and the bundle holds the build command")
+    return Plan(planned, baseline_format, note)
+
+
+# --------------------------------------------------------------------------- pass cache
+
+def _artifact_hash(c: Candidate) -> str:
+    return cache.key(*[(p.name, file_sha256(p)) for p in c.files()])
+
+
+def run_cached(spec, ctx: PassContext, parent: Candidate, opts, cid: str, cache_parts: list, log) -> tuple[Candidate, str]:
+    """Run a pass, or reuse a verified cache entry keyed by (input artifact, pass, options, data, versions)."""
+    from .host import library_versions
+
+    entry = cache.cache_dir() / "passes" / cache.key(_artifact_hash(parent), spec.name, opts.model_dump(),
+                                                     library_versions(), *cache_parts)
+    meta_path = entry / "candidate.json"
+    folder = ctx.folder(cid)
+    if meta_path.exists():
+        try:
+            meta = json.loads(meta_path.read_text())
+            for name, sha in meta["files"].items():
+                if file_sha256(entry / name) != sha:
+                    raise ValueError(f"{name} hash mismatch")
+            for name in meta["files"]:
+                shutil.copy2(entry / name, folder / name)
+            fields = meta["candidate"]
+            fields["path"] = folder / fields["path"]
+            fields["lineage"] = tuple(fields["lineage"])
+            return Candidate(**fields), "cached"
+        except (ValueError, KeyError, OSError, TypeError) as exc:
+            log(f"cache entry for {cid} is corrupt or foreign ({exc}); evicted and rebuilt")
+            shutil.rmtree(entry, ignore_errors=True)
+    made = spec.fn(ctx, parent, opts, cid)
+    try:
+        tmp = entry.with_name(entry.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        files = {}
+        for p in made.files():
+            shutil.copy2(p, tmp / p.name)
+            files[p.name] = file_sha256(p)
+        fields = dataclasses.asdict(made)
+        fields["path"] = made.path.name
+        (tmp / "candidate.json").write_text(json.dumps({"candidate": fields, "files": files}, default=str))
+        if not entry.exists():
+            tmp.rename(entry)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    except (OSError, TypeError):  # an unwritable cache never fails a run
+        pass
+    return made, "built"
+
+
+# --------------------------------------------------------------------------- compress
+
+@dataclasses.dataclass
+class RunResult:
+    run_dir: Path
+    report: dict
+
+    @property
+    def selected(self) -> str | None:
+        return self.report.get("selected")
+
+
+def _load_data(data: str | Path | None, loaded, seed: int) -> Dataset:
+    from .errors import DataError
+
+    if data is not None:
+        return load_npz(Path(data), seed=seed)
+    if loaded.is_builtin:
+        from .demo import digits_dataset
+
+        return digits_dataset()
+    raise DataError(f"{loaded.source}: no data given; pass --data data.npz (y = labels, inputs named as the model's inputs)")
+
+
+def compress(checkpoint: str | Path | None = None, *, device: str = "jetson-orin-nano", recipe: str | Path | None = None,
+             data: str | Path | None = None, out: str | Path | None = None, model_factory: str | None = None,
+             trust_checkpoint: bool = False, seed: int | None = None, overwrite: bool = False,
+             threshold_metric: str = "f1", progress: Progress | None = None) -> RunResult:
+    from . import intake, modelio
+    from .outputs import check_target, staged
+
+    progress = progress or Progress()
+    t_start = time.time()
+    timings: dict[str, float] = {}
+    # 1. validate everything at the edge, before compute
+    prof = load_device(device)
+    rec = load_recipe(recipe or prof.default_recipe)
+    seed = rec.seed if seed is None else seed
+    from .metrics.thresholds import parse_metric
+
+    parse_metric(threshold_metric)
+    out_path = Path(out) if out else None
+    if out_path is not None:
+        check_target(out_path, overwrite)
+    loaded = intake.load(checkpoint, factory=model_factory, trust_checkpoint=trust_checkpoint)
+    dataset = _load_data(data, loaded, seed)
+    io = modelio.from_data(dataset.val.inputs, dataset.n_classes)
+    _check_model_fits(loaded, dataset, io)
+    timings["intake_s"] = round(time.time() - t_start, 2)
+    run_id = time.strftime("%Y%m%d-%H%M%S") + f"-{prof.name}-{loaded.sha256[:8]}"
+    out_path = out_path or Path("runs") / run_id
+    the_plan = plan(rec, prof, "onnx" if loaded.kind == "onnx" else "torch", dataset.train is not None)
+
+    with staged(out_path, overwrite) as stage:
+        cand_dir = stage / "candidates"
+        cand_dir.mkdir()
+        from .evaluate import effective_threads
+
+        ctx = PassContext(workdir=cand_dir, data=dataset, io=io, device=prof, seed=seed,
+                          calibration_size=min(rec.calibration_size, len(dataset.val)), torch_module=loaded.module,
+                          threads=effective_threads(prof), log=progress.log)
+        # 2. baseline + passes
+        t0 = time.time()
+        candidates: dict[str, Candidate] = {}
+        baseline = _baseline(ctx, loaded)
+        candidates[BASELINE] = baseline
+        ctx.candidates = candidates
+        runnable = [p for p in the_plan.steps if p.status == "run"]
+        progress.stage("passes", len(runnable))
+        passes = load_all()
+        data_key = [dataset.sha256, seed, ctx.calibration_size]
+        for p in the_plan.steps:
+            if p.status == "alias":
+                candidates[p.step.id] = candidates[p.step.source]
+                continue
+            if p.status != "run":
+                continue
+            parent = candidates.get(p.step.source)
+            if parent is None:
+                p.status, p.reason = "skip", f"its input step '{p.step.source}' failed"
+                progress.advance(p.step.id)
+                continue
+            t_step = time.time()
+            try:
+                made, how = run_cached(passes[p.step.pass_name], ctx, parent, rec.step_options(p.step), p.step.id, data_key, progress.log)
+                candidates[p.step.id] = made
+                p.status = how
+            except OptkitError as exc:
+                p.status, p.reason = "failed", str(exc)
+            except Exception as exc:  # a library failing inside one pass must not sink the run: record it
+                p.status, p.reason = "failed", f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+            if p.status == "failed":
+                shutil.rmtree(cand_dir / p.step.id, ignore_errors=True)  # no half-made candidate folders
+                progress.log(f"[{p.step.id}] failed: {p.reason}")
+            p.reason = p.reason or f"{time.time() - t_step:.1f} s"
+            progress.advance(p.step.id)
+        timings["passes_s"] = round(time.time() - t0, 2)
+
+        # 3. evaluate every distinct candidate
+        t0 = time.time()
+        unique = {c.id: c for c in candidates.values()}
+        report_rows, outputs = _evaluate_all(list(unique.values()), baseline, dataset, prof, seed, threshold_metric, progress)
+        _add_target_estimates(report_rows, unique, prof)
+        timings["evaluate_s"] = round(time.time() - t0, 2)
+
+        # 4. select
+        from .select import Scored, checks_for, select
+
+        gates = _merged_gates(prof, rec)
+        base_metrics = next(r["metrics"] for r in report_rows if r["id"] == baseline.id)
+        scored = []
+        for r in report_rows:
+            checks = checks_for(r["metrics"], base_metrics, prof.budgets, gates, r["id"] == baseline.id)
+            if not deployable(r["backend"], prof):
+                checks.append({"name": "deployable", "ok": False, "value": r["backend"], "limit": prof.backends,
+                               "reason": f"{prof.name} does not run {r['backend']} artifacts (reference only)"})
+            scored.append(Scored(r["id"], r["precision"], r["metrics"], checks))
+        speed_key = "latency_p95_ms" if prof.host_is_device() else "target_estimate_ms"
+        selected, why, rule = select(scored, prof.selection.latency_tie_fraction, speed_key)
+        by_id = {s.id: s for s in scored}
+        for r in report_rows:
+            s = by_id[r["id"]]
+            r["checks"], r["eligible"], r["on_front"] = s.checks, s.eligible, s.on_front
+            r["why_not"] = why.get(r["id"], "") if r["id"] != selected else ""
+
+        # 5. report + bundle (from the same result object)
+        report = _report_object(run_id, loaded, dataset, prof, rec, the_plan, report_rows, selected, rule, io,
+                                baseline.id, seed, timings, threshold_metric)
+        from . import bundle as bundle_mod
+        from . import report as report_mod
+
+        t0 = time.time()
+        report["target_builds"] = bundle_mod.target_builds(report, unique, prof, io)
+        if selected is not None:
+            build = next((b for b in report["target_builds"] if b["candidate"] == selected), None)
+            report["bundle"] = bundle_mod.write_bundle(stage / "bundle", unique[selected], report, dataset,
+                                                       outputs[selected], io, build)
+        report_mod.write_report(stage / "report", report, dataset, outputs)
+        timings["report_s"] = round(time.time() - t0, 2)
+        timings["total_s"] = round(time.time() - t_start, 2)
+        _write_run_json(stage, report, timings, loaded, dataset, rec, prof, seed)
+        report["timings"] = timings
+        (stage / "report" / "report.json").write_text(json.dumps(report, indent=2, default=str))
+    result = RunResult(out_path, report)
+    if selected is None:
+        raise GateFailed(f"{out_path}: no candidate met {prof.name}'s budgets and gates; see {out_path}/report/report.md "
+                         "for each candidate's failures, or relax the budgets in the device profile")
+    return result
+
+
+def _check_model_fits(loaded, dataset: Dataset, io) -> None:
+    """The data's inputs must be the model's inputs (names for ONNX, arity for torch)."""
+    from .errors import DataError
+
+    if loaded.kind == "onnx":
+        import onnx
+
+        model = onnx.load(str(loaded.onnx_path), load_external_data=False)
+        init = {i.name for i in model.graph.initializer}
+        names = [i.name for i in model.graph.input if i.name not in init]
+        if sorted(names) != sorted(io.input_names):
+            raise DataError(f"{dataset.name}: inputs {io.input_names} do not match the model's inputs {names}; "
+                            "name the .npz arrays after the model inputs")
+        return
+    import numpy as np
+    import torch
+
+    feeds = [torch.from_numpy(np.ascontiguousarray(dataset.val.inputs[n][:2])) for n in io.input_names]
+    try:
+        with torch.inference_mode():
+            out = loaded.module(*feeds)
+    except Exception as exc:
+        shapes = ", ".join(f"{n} {tuple(dataset.val.inputs[n].shape[1:])} {dataset.val.inputs[n].dtype}" for n in io.input_names)
+        raise DataError(f"{dataset.name}: the model does not accept the data's inputs ({shapes}): "
+                        f"{' '.join(str(exc).split())[:200]}; check the input names, shapes and dtypes") from exc
+    out = out[0] if isinstance(out, (tuple, list)) else out
+    if out.ndim != 2 or out.shape[1] != dataset.n_classes:
+        raise DataError(f"{dataset.name}: the model outputs shape {tuple(out.shape)} but the data has "
+                        f"{dataset.n_classes} classes; logits must be (batch, n_classes)")
+
+
+def _baseline(ctx: PassContext, loaded) -> Candidate:
+    if loaded.kind == "onnx":
+        folder = ctx.folder("onnx-fp32")
+        path = folder / "model.onnx"
+        shutil.copy2(loaded.onnx_path, path)
+        return Candidate(id="onnx-fp32", path=path, format="onnx", precision="fp32", backend="onnxruntime",
+                         lineage=("baseline",))
+    from .passes.export import save_baseline
+
+    return save_baseline(ctx, loaded.module)
+
+
+def _evaluate_all(cands: list[Candidate], baseline: Candidate, dataset: Dataset, prof: DeviceProfile, seed: int,
+                  threshold_metric: str, progress: Progress) -> tuple[list[dict], dict]:
+    from .evaluate import evaluate
+
+    progress.stage("evaluate", len(cands))
+    rows, outputs = [], {}
+    base_out = None
+    for c in [baseline] + [c for c in cands if c.id != baseline.id]:
+        try:
+            metrics, measured_on, out = evaluate(c, dataset, prof, base_out, threshold_metric, seed)
+        except OptkitError as exc:
+            progress.log(f"[{c.id}] cannot be evaluated here: {exc}")
+            progress.advance(c.id)
+            continue
+        if c.id == baseline.id:
+            base_out = out
+        outputs[c.id] = out
+        rows.append({"id": c.id, "format": c.format, "precision": c.precision, "backend": c.backend, "engine": c.engine,
+                     "lineage": list(c.lineage), "path": f"candidates/{c.id}/{c.path.name}", "info": c.info,
+                     "runtime_options": c.runtime_options, "metrics": metrics, "measured_on": measured_on})
+        progress.advance(c.id)
+    return rows, outputs
+
+
+def _add_target_estimates(rows: list[dict], cands: dict[str, Candidate], prof: DeviceProfile) -> None:
+    """Roofline lower bounds for the target from its public specs: labelled estimates, kept apart from measurements."""
+    from .estimates import estimate_for_device
+
+    for row in rows:
+        c = cands[row["id"]]
+        if c.format != "onnx":
+            continue
+        precision = "int8" if "int8" in c.precision else c.precision
+        try:
+            est = estimate_for_device(c.path, precision, prof, dim_values={"sequence": 128})
+        except OptkitError as exc:
+            est = {"kind": "estimate (roofline lower bound)", "estimate_ms": None, "reason": str(exc)}
+        row["target_estimate"] = {k: est.get(k) for k in ("kind", "estimate_ms", "bound", "assumptions", "reason",
+                                                         "compute_bound_ms", "memory_bound_ms")}
+        row["target_estimate"]["device"] = prof.name
+        row["metrics"]["target_estimate_ms"] = est.get("estimate_ms")
+
+
+def _merged_gates(prof: DeviceProfile, rec: Recipe):
+    if rec.gates is None:
+        return prof.gates
+    return prof.gates.model_copy(update=rec.gates.model_dump(exclude_unset=True))
+
+
+def _report_object(run_id, loaded, dataset, prof, rec, the_plan, rows, selected, rule, io, baseline_id, seed, timings,
+                   threshold_metric) -> dict[str, Any]:
+    from .host import host, library_versions
+
+    return {
+        "run_id": run_id,
+        "selected": selected,
+        "baseline": baseline_id,
+        "selection": {"rule": rule, "objectives": ["size_mb (min)", "latency_p95_ms (min)", "macro_f1 (max)"]},
+        "model": {"source": loaded.source, "sha256": loaded.sha256, "kind": loaded.kind, "notes": loaded.notes},
+        "data": {"name": dataset.name, "sha256": dataset.sha256, "labels": dataset.labels, "n_val": len(dataset.val),
+                 "n_test": len(dataset.test), "n_train": len(dataset.train) if dataset.train else 0,
+                 "preprocessing": dataset.preprocessing},
+        "device": prof.model_dump(),
+        "recipe": rec.model_dump(by_alias=True),
+        "plan": the_plan.to_list(),
+        "target_note": the_plan.target_note,
+        "io": io.to_dict(),
+        "host": host(),
+        "versions": library_versions(),
+        "seed": seed,
+        "threshold_metric": threshold_metric,
+        "candidates": rows,
+    }
+
+
+def _write_run_json(stage: Path, report: dict, timings: dict, loaded, dataset, rec, prof, seed) -> None:
+    run = {"run_id": report["run_id"], "inputs": {"checkpoint": loaded.source, "checkpoint_sha256": loaded.sha256,
+                                                   "data": dataset.name, "data_sha256": dataset.sha256},
+           "device": prof.name, "recipe": rec.name, "seed": seed, "versions": report["versions"], "host": report["host"],
+           "timings": timings, "selected": report["selected"]}
+    (stage / "run.json").write_text(json.dumps(run, indent=2, default=str))
