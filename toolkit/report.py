@@ -4,10 +4,35 @@ from __future__ import annotations
 import base64
 import json
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "reports"
+
+# Extra report sections, registered by the modules that own the data (training curves, sensitivity...).
+# fn(report: dict, folder: Path) -> {"title", "markdown", "html", "plots": {name: file}} or None when it has nothing.
+SECTIONS: dict[str, Callable[[dict, Path], dict | None]] = {}
+
+
+def register_section(name: str):
+    def deco(fn):
+        SECTIONS[name] = fn
+        return fn
+
+    return deco
+
+
+def render_sections(report: dict, folder: Path) -> list[dict]:
+    from .passes import load_all
+
+    load_all()  # pass modules register their sections on import
+    out = []
+    for name, fn in SECTIONS.items():
+        sec = fn(report, folder)
+        if sec:
+            out.append({"name": name, **sec})
+    return out
 
 
 def _env():
@@ -115,10 +140,13 @@ def write_plots(folder: Path, report: dict, dataset, outputs: dict) -> dict[str,
 def write_report(folder: Path, report: dict, dataset, outputs: dict) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     plots = write_plots(folder, report, dataset, outputs)
+    sections = render_sections(report, folder)
+    for sec in sections:
+        plots.update(sec.get("plots", {}))
     report["plots"] = {k: f"report/{v}" for k, v in plots.items()}
     (folder / "report.json").write_text(json.dumps(report, indent=2, default=str))
     env = _env()
-    ctx = {"r": report, "plots": plots}
+    ctx = {"r": report, "plots": plots, "sections": sections}
     (folder / "report.md").write_text(env.get_template("report.md.j2").render(**ctx))
     embedded = {k: "data:image/png;base64," + base64.b64encode((folder / v).read_bytes()).decode() for k, v in plots.items()}
     (folder / "index.html").write_text(env.get_template("report.html.j2").render(embedded=embedded, **ctx))
