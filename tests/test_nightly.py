@@ -11,7 +11,7 @@ import pytest
 from toolkit import nightly
 from toolkit.errors import ConfigError, OutputError
 
-from test_history import make_history
+from tests.test_history import make_history
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
