@@ -147,7 +147,11 @@ def check_onnx_external_data(path: Path) -> None:
     import onnx
     from onnx.external_data_helper import ExternalDataInfo, _get_all_tensors
 
-    model = onnx.load(str(path), load_external_data=False)
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # onnx itself rejects some bad locations ('..') while parsing
+        raise CheckpointError(f"{path}: unsafe or unreadable ONNX ({' '.join(str(exc).split())[:200]}); keep external data "
+                              "files next to the model, outside the model's folder is refused") from exc
     root = path.parent.resolve()
     for tensor in _get_all_tensors(model):
         if tensor.data_location != onnx.TensorProto.EXTERNAL:

@@ -34,7 +34,8 @@ class OpenVinoSession(Session):
                   "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
         self._compiled = core.compile_model(str(self.candidate.path), "CPU", config)
         self._request = self._compiled.create_infer_request()
-        self._ran_precision = str(self._compiled.get_property("INFERENCE_PRECISION_HINT"))
+        ran = self._compiled.get_property("INFERENCE_PRECISION_HINT")
+        self._ran_precision = ran.to_string() if hasattr(ran, "to_string") else str(ran)  # "f32", "bf16"
         self._version = ov.get_version().split("-")[0]
         self._names = [p.get_any_name() for p in self._compiled.inputs]
 
