@@ -104,6 +104,7 @@ def compress(
     trust_checkpoint: bool = typer.Option(False, "--trust-checkpoint", help="Allow checkpoints that carry code (pickled modules, TorchScript)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Override the recipe's seed."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --out folder."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run into the same --out, reusing its verified finished stages."),
     threshold_metric: str = typer.Option("f1", "--threshold-metric", help="f1 | youden | balanced | precision@X | recall@X"),
     as_json: bool = typer.Option(False, "--json", help="Print report.json instead of tables."),
 ) -> None:
@@ -117,7 +118,7 @@ def compress(
     try:
         result = run_compress(checkpoint, device=device, recipe=recipe, data=data, out=out, model_factory=model_factory,
                               trust_checkpoint=trust_checkpoint, seed=seed, overwrite=overwrite,
-                              threshold_metric=threshold_metric, progress=progress)
+                              threshold_metric=threshold_metric, progress=progress, resume=resume)
     except OptkitError as exc:
         progress.close()
         _fail(exc)
@@ -263,6 +264,137 @@ def recipes_show(name: str, as_json: bool = typer.Option(False, "--json")) -> No
     for s in r.steps:
         t.add_row(s.id, s.pass_name, s.source, json.dumps(r.step_options(s).model_dump()))
     console.print(t)
+
+
+@app.command()
+def calibrate(
+    artifact: Path = typer.Argument(..., help="Model file: .onnx, .xml (OpenVINO IR), .pt2, or .safetensors/.pt state dict (+ --model-factory)."),
+    data: Path = typer.Option(..., "--data", help=".npz with y + inputs named as the model's inputs (optional split, slice_* arrays)."),
+    metric: str = typer.Option("f1", "--metric", help="Threshold metric: f1 | youden | balanced | precision@X | recall@X."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default calibration-<artifact stem>/)."),
+    model_factory: Optional[str] = typer.Option(None, "--model-factory", help="package.module:function building the architecture for a state dict."),
+    trust_checkpoint: bool = typer.Option(False, "--trust-checkpoint", help="Allow checkpoints that carry code (pickled modules, TorchScript)."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Inference threads (default: up to 4)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --out folder."),
+    as_json: bool = typer.Option(False, "--json", help="Print calibration.json instead of tables."),
+) -> None:
+    """Calibration of one artifact: ECE/NLL/Brier before and after temperature, thresholds, slices, plots."""
+    from .calibrate import calibrate as run_calibrate
+
+    try:
+        r = run_calibrate(artifact, data, metric=metric, out=out, model_factory=model_factory,
+                          trust_checkpoint=trust_checkpoint, threads=threads, overwrite=overwrite)
+    except OptkitError as exc:
+        _fail(exc)
+    if as_json:
+        _print_json(r)
+        return
+    c, q, th = r["calibration"], r["quality"], r["thresholds"]
+    t = Table(title=f"{artifact.name}: test split n={r['splits']['n_test']}, T fitted on validation n={r['splits']['n_val']}")
+    t.add_column("metric"), t.add_column("before", justify="right"), t.add_column(f"after T={c['temperature']:.3f}", justify="right")
+    for key, name in (("ece", "ECE"), ("mce", "MCE"), ("nll", "NLL"), ("brier", "Brier"), ("classwise_ece", "classwise ECE")):
+        t.add_row(name, f"{c[key]:.4f}", f"{c[key + '_recalibrated']:.4f}")
+    t.add_row("validation NLL", f"{c['val_nll']:.4f}", f"{c['val_nll_recalibrated']:.4f}")
+    console.print(t)
+    t = Table(title=f"Thresholds tuned on validation for {th['metric']}, test results")
+    for col in ("class", "threshold", "precision", "recall", "F1", "F1 at 0.5"):
+        t.add_column(col, justify="right")
+    for v, m, h in zip(th["validation"], th["test"]["per_class"], th["test_at_0.5"]["per_class"]):
+        t.add_row(r["labels"][v["class"]], f"{m['threshold']:.4f}" + (" (fallback)" if v["fallback"] else ""),
+                  f"{m['precision']:.4f}", f"{m['recall']:.4f}", f"{m['f1']:.4f}", f"{h['f1']:.4f}")
+    console.print(t)
+    lo, hi = q["macro_f1_ci"]
+    console.print(f"macro-F1 {q['macro_f1']:.4f} [95% CI {lo:.4f}, {hi:.4f}] · accuracy {q['accuracy']:.4f} · "
+                  f"{r['artifact'].get('runtime', r['artifact']['backend'])}, {r['artifact']['threads']} threads, this host")
+    for s, vals in (r.get("slices") or {}).items():
+        console.print(f"slice {s}: " + "; ".join(f"{v} macro-F1 {m['macro_f1']:.4f}, ECE {m['ece_before']:.4f}→{m['ece']:.4f} (n={m['n']})"
+                                                for v, m in vals.items()), highlight=False)
+    for note in r["notes"]:
+        console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
+    console.print(f"Written: {r['out']}/calibration.md, calibration.json, reliability.png, thresholds.png")
+
+
+# --------------------------------------------------------------------------- bench + report nightly (issue 6)
+def _ms(v) -> str:
+    return "—" if v is None else f"{v:.4g}"
+
+
+@app.command()
+def bench(
+    inputs: list[Path] = typer.Argument(..., help="Artifacts (.onnx, OpenVINO .xml, .pt2) or compress run folders."),
+    device: str = typer.Option(..., "--device", "-d", help="Device profile: bench settings, stand-in labels (optkit devices list)."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Override the profile's threads (capped at this host's cores)."),
+    history: Optional[Path] = typer.Option(None, "--history", help="Append the rows to this SQLite history (e.g. bench.db)."),
+    backend: Optional[list[str]] = typer.Option(None, "--backend", "-b", help="Only these backends (repeatable): onnxruntime, openvino, torch, tensorrt."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON (a 'rows' list, a 'skipped' list)."),
+) -> None:
+    """Time artifacts on every backend x precision this host can run; label where every number came from."""
+    from .bench import bench as run_bench
+
+    log = None if as_json else (lambda m: err_console.print(f"  [dim]timing[/] {m}", highlight=False, soft_wrap=True))
+    try:
+        result = run_bench(inputs, device=device, threads=threads, history=history, backends=backend or None, log=log)
+    except OptkitError as exc:
+        _fail(exc)
+    if as_json:
+        _print_json(result)
+        return
+    where = (f"stand-in for {result['stand_in_for']}, not the device" if result["stand_in_for"]
+             else f"this host is a {result['device']}")
+    t = Table(title=f"optkit bench · device profile {result['device']} · measured on {result['measured_on']} ({where})")
+    for col in ("model", "backend", "precision", "threads", "batch", "p50 ms", "p95 ms", "p99 ms", "items/s", "RSS MB", "measured on"):
+        t.add_column(col, overflow="fold", no_wrap=col in ("p50 ms", "p95 ms", "p99 ms", "batch", "threads"))
+    for r in result["rows"]:
+        t.add_row(r["model"], r["backend"], r["precision"], str(r["threads"]), str(r["batch"]), _ms(r["latency_p50_ms"]),
+                  _ms(r["latency_p95_ms"]), _ms(r["latency_p99_ms"]), f"{r['throughput_per_s']:.0f}",
+                  f"{r['peak_rss_mb']:.3g}", f"{r['runtime']}, {r['runs']} runs")
+    for s in result["skipped"]:
+        t.add_row(s["model"], s["backend"], s["precision"], "", "", "—", "—", "—", "—", "—",
+                  f"[yellow]{s['status']}[/]: {s['reason']}")
+    console.print(t)
+    console.print("[dim]RSS MB: peak RSS growth of this process while loading and running the session (psutil). "
+                  "Latency: per-call wall time after warmup.[/]")
+    if result["history"]:
+        console.print(f"Recorded {len(result['rows'])} rows as run {result['history']['run_id']} in {result['history']['path']}.")
+
+
+report_app = typer.Typer(no_args_is_help=True, help="Reports over recorded results (nightly benchmark history).")
+app.add_typer(report_app, name="report")
+
+
+@report_app.command("nightly")
+def report_nightly(
+    history: Path = typer.Option(..., "--history", help="SQLite history written by optkit bench --history."),
+    out: Path = typer.Option(Path("reports/nightly"), "--out", "-o", help="Report folder (index.html, nightly.md, nightly.json, plots/)."),
+    window: int = typer.Option(5, "--window", help="Previous runs each latest point is compared with."),
+    metric: str = typer.Option("latency_p50_ms", "--metric", help="latency_p50_ms | latency_p95_ms | latency_p99_ms | throughput_per_s | peak_rss_mb"),
+    min_relative: float = typer.Option(0.10, "--min-relative", help="Smallest change flagged, as a fraction of the baseline median."),
+    as_json: bool = typer.Option(False, "--json", help="Print the findings as JSON."),
+) -> None:
+    """Trend plots and regressions from a bench history; exits 1 when a series regressed (for CI)."""
+    from .nightly import write_nightly_report
+
+    try:
+        result = write_nightly_report(history, out, window=window, metric=metric, min_relative=min_relative)
+    except OptkitError as exc:
+        _fail(exc)
+    if as_json:
+        _print_json(result)
+    else:
+        t = Table(title=f"Nightly: {len(result['regressions'])} regression(s), {len(result['ok'])} ok, "
+                        f"{len(result['insufficient'])} without enough history ({metric})")
+        for col in ("status", "model", "backend", "precision", "batch", "device", "latest", "baseline", "ratio", "measured on"):
+            t.add_column(col, overflow="fold")
+        for f in result["regressions"] + result["insufficient"] + result["ok"]:
+            s = f["series"]
+            status = "[bold red]regression[/]" if f["status"] == "regression" else f["status"]
+            t.add_row(status, s["model"], s["backend"], s["precision"], str(s["batch"]), s["device"], _ms(f["latest"]),
+                      _ms(f["baseline_median"]), "—" if f["ratio"] is None else f"×{f['ratio']:.2f}",
+                      f"{f['measured_on']} ({f['threads']} threads)")
+        console.print(t)
+        console.print(f"Report: {result['html']}")
+    if result["regressions"]:
+        raise typer.Exit(1)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -125,6 +125,10 @@ def load_npz(path: Path, seed: int = 0) -> Dataset:
             inputs[name] = arr.astype(np.int64)
         else:
             raise DataError(f"{path}: input '{name}' has dtype {arr.dtype}; use float32 or int64 arrays")
+    for name, arr in inputs.items():
+        if arr.dtype.kind == "f" and len(arr) > 1 and float(arr.max()) == float(arr.min()):
+            raise DataError(f"{path}: input '{name}' is constant (every value {float(arr.min())}); "
+                            "calibration and evaluation need real samples")
     if "labels" in arrays:
         labels = [str(s) for s in arrays["labels"].tolist()]
     else:

@@ -59,15 +59,29 @@ def lock(out: Path):
         path.unlink(missing_ok=True)
 
 
+def staging_path(out: Path) -> Path:
+    return out.parent / f".{out.name}.optkit-staging"
+
+
 @contextlib.contextmanager
-def staged(out: Path, overwrite: bool):
-    """Yield a staging folder; on success it replaces `out` in one rename, on any failure it is removed."""
+def staged(out: Path, overwrite: bool, resume: bool = False, log=lambda msg: None):
+    """Yield a staging folder; on success it replaces `out` in one rename, on failure it is removed.
+
+    A process killed outright (SIGKILL, power loss) cannot clean up: its staging folder stays, and
+    `resume=True` continues from it; otherwise it is discarded and said.
+    """
     out = Path(out)
     check_target(out, overwrite)
     with lock(out), _terminate_as_interrupt():
-        staging = out.parent / f".{out.name}.optkit-staging"
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
+        staging = staging_path(out)
+        if staging.exists() and resume:
+            log(f"resuming the interrupted run in {staging}: finished stages are re-verified and reused")
+        elif staging.exists():
+            log(f"an interrupted run left {staging}; starting over (pass --resume to reuse its finished stages)")
+            shutil.rmtree(staging)
+        elif resume:
+            log(f"nothing to resume for {out}: no interrupted run found; starting a fresh run")
+        staging.mkdir(parents=True, exist_ok=True)
         try:
             yield staging
         except BaseException:

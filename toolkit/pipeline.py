@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
+import signal
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -112,48 +114,93 @@ def _artifact_hash(c: Candidate) -> str:
     return cache.key(*[(p.name, file_sha256(p)) for p in c.files()])
 
 
-def run_cached(spec, ctx: PassContext, parent: Candidate, opts, cid: str, cache_parts: list, log) -> tuple[Candidate, str]:
-    """Run a pass, or reuse a verified cache entry keyed by (input artifact, pass, options, data, versions)."""
+STEP_RECORD = ".optkit-step.json"   # written next to a finished pass's files: what --resume trusts
+
+
+def _write_entry(folder: Path, made: Candidate, key: str) -> None:
+    """Record a finished artifact: its fields, the key it was built for, each file's sha256."""
     from .host import library_versions
 
-    entry = cache.cache_dir() / "passes" / cache.key(_artifact_hash(parent), spec.name, opts.model_dump(),
-                                                     library_versions(), *cache_parts)
-    meta_path = entry / "candidate.json"
-    folder = ctx.folder(cid)
-    if meta_path.exists():
-        try:
-            meta = json.loads(meta_path.read_text())
-            for name, sha in meta["files"].items():
-                if file_sha256(entry / name) != sha:
-                    raise ValueError(f"{name} hash mismatch")
+    fields = dataclasses.asdict(made)
+    fields["path"] = made.path.name
+    files = {p.name: file_sha256(p) for p in made.files()}
+    meta = {"key": key, "versions": library_versions(), "candidate": fields, "files": files}
+    (folder / STEP_RECORD).write_text(json.dumps(meta, default=str))
+
+
+def _read_entry(folder: Path, key: str, into: Path) -> Candidate:
+    """A recorded artifact, verified (key, library versions, every file's hash); raises ValueError otherwise."""
+    from .host import library_versions
+
+    try:
+        meta = json.loads((folder / STEP_RECORD).read_text())
+        if meta["key"] != key:
+            raise ValueError("built from other inputs or settings")
+        if meta["versions"] != json.loads(json.dumps(library_versions())):
+            raise ValueError("made with other library versions")
+        for name, sha in meta["files"].items():
+            if file_sha256(folder / name) != sha:
+                raise ValueError(f"{name} does not match its recorded sha256")
+        if folder != into:
             for name in meta["files"]:
-                shutil.copy2(entry / name, folder / name)
-            fields = meta["candidate"]
-            fields["path"] = folder / fields["path"]
-            fields["lineage"] = tuple(fields["lineage"])
-            return Candidate(**fields), "cached"
-        except (ValueError, KeyError, OSError, TypeError) as exc:
-            log(f"cache entry for {cid} is corrupt or foreign ({exc}); evicted and rebuilt")
+                shutil.copy2(folder / name, into / name)
+        fields = dict(meta["candidate"])
+        fields["path"] = into / fields["path"]
+        fields["lineage"] = tuple(fields["lineage"])
+        return Candidate(**fields)
+    except (KeyError, OSError, TypeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"unreadable record ({type(exc).__name__})") from exc
+
+
+def run_cached(spec, ctx: PassContext, parent: Candidate, opts, cid: str, cache_parts: list, log,
+               resume: bool = False) -> tuple[Candidate, str]:
+    """Run a pass, or reuse a verified earlier result: this run's own (--resume), then the shared cache.
+
+    Both are keyed by (input artifact hash, pass, options, data, seed, library versions); an entry that
+    is corrupt or foreign is said, evicted and rebuilt, never trusted.
+    """
+    from .host import library_versions
+
+    key = cache.key(_artifact_hash(parent), spec.name, opts.model_dump(), library_versions(), *cache_parts)
+    folder = ctx.folder(cid)
+    if resume and (folder / STEP_RECORD).exists():
+        try:
+            return _read_entry(folder, key, folder), "resumed"
+        except ValueError as exc:
+            log(f"[{cid}] the interrupted run's result cannot be reused ({exc}); rebuilding")
+    for stale in folder.iterdir():  # start the step from an empty folder
+        shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
+    entry = cache.cache_dir() / "passes" / key
+    if (entry / STEP_RECORD).exists():
+        try:
+            made = _read_entry(entry, key, folder)
+            _write_entry(folder, made, key)
+            return made, "cached"
+        except ValueError as exc:
+            log(f"[{cid}] cache entry {entry.name} is corrupt or foreign ({exc}); evicted and rebuilt")
             shutil.rmtree(entry, ignore_errors=True)
     made = spec.fn(ctx, parent, opts, cid)
-    try:
-        tmp = entry.with_name(entry.name + ".tmp")
+    _write_entry(folder, made, key)
+    try:  # publish to the shared cache atomically; an unwritable cache never fails a run
+        tmp = entry.with_name(f"{entry.name}.tmp{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        files = {}
         for p in made.files():
             shutil.copy2(p, tmp / p.name)
-            files[p.name] = file_sha256(p)
-        fields = dataclasses.asdict(made)
-        fields["path"] = made.path.name
-        (tmp / "candidate.json").write_text(json.dumps({"candidate": fields, "files": files}, default=str))
-        if not entry.exists():
-            tmp.rename(entry)
-        else:
+        shutil.copy2(folder / STEP_RECORD, tmp / STEP_RECORD)
+        if entry.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    except (OSError, TypeError):  # an unwritable cache never fails a run
+        else:
+            tmp.rename(entry)
+    except OSError:
         pass
     return made, "built"
+
+
+def fault_point(name: str) -> None:
+    """Fault injection for the crash/resume tests: OPTKIT_FAULT_AT=<name> kills the process here, like kill -9."""
+    if os.environ.get("OPTKIT_FAULT_AT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 # --------------------------------------------------------------------------- compress
@@ -183,7 +230,7 @@ def _load_data(data: str | Path | None, loaded, seed: int) -> Dataset:
 def compress(checkpoint: str | Path | None = None, *, device: str = "jetson-orin-nano", recipe: str | Path | None = None,
              data: str | Path | None = None, out: str | Path | None = None, model_factory: str | None = None,
              trust_checkpoint: bool = False, seed: int | None = None, overwrite: bool = False,
-             threshold_metric: str = "f1", progress: Progress | None = None) -> RunResult:
+             threshold_metric: str = "f1", progress: Progress | None = None, resume: bool = False) -> RunResult:
     from . import intake, modelio
     from .outputs import check_target, staged
 
@@ -209,9 +256,9 @@ def compress(checkpoint: str | Path | None = None, *, device: str = "jetson-orin
     out_path = out_path or Path("runs") / run_id
     the_plan = plan(rec, prof, "onnx" if loaded.kind == "onnx" else "torch", dataset.train is not None)
 
-    with staged(out_path, overwrite) as stage:
+    with staged(out_path, overwrite, resume=resume, log=progress.log) as stage:
         cand_dir = stage / "candidates"
-        cand_dir.mkdir()
+        cand_dir.mkdir(exist_ok=True)
         from .evaluate import effective_threads
 
         ctx = PassContext(workdir=cand_dir, data=dataset, io=io, device=prof, seed=seed,
@@ -222,6 +269,7 @@ def compress(checkpoint: str | Path | None = None, *, device: str = "jetson-orin
         candidates: dict[str, Candidate] = {}
         baseline = _baseline(ctx, loaded)
         candidates[BASELINE] = baseline
+        fault_point("baseline")
         ctx.candidates = candidates
         runnable = [p for p in the_plan.steps if p.status == "run"]
         progress.stage("passes", len(runnable))
@@ -240,7 +288,8 @@ def compress(checkpoint: str | Path | None = None, *, device: str = "jetson-orin
                 continue
             t_step = time.time()
             try:
-                made, how = run_cached(passes[p.step.pass_name], ctx, parent, rec.step_options(p.step), p.step.id, data_key, progress.log)
+                made, how = run_cached(passes[p.step.pass_name], ctx, parent, rec.step_options(p.step), p.step.id,
+                                       data_key, progress.log, resume=resume)
                 candidates[p.step.id] = made
                 p.status = how
             except OptkitError as exc:
@@ -251,13 +300,15 @@ def compress(checkpoint: str | Path | None = None, *, device: str = "jetson-orin
                 shutil.rmtree(cand_dir / p.step.id, ignore_errors=True)  # no half-made candidate folders
                 progress.log(f"[{p.step.id}] failed: {p.reason}")
             p.reason = p.reason or f"{time.time() - t_step:.1f} s"
+            fault_point(f"pass:{p.step.id}")
             progress.advance(p.step.id)
         timings["passes_s"] = round(time.time() - t0, 2)
 
         # 3. evaluate every distinct candidate
         t0 = time.time()
         unique = {c.id: c for c in candidates.values()}
-        report_rows, outputs = _evaluate_all(list(unique.values()), baseline, dataset, prof, seed, threshold_metric, progress)
+        report_rows, outputs, eval_failures = _evaluate_all(list(unique.values()), baseline, dataset, prof, seed,
+                                                            threshold_metric, progress, resume)
         _add_target_estimates(report_rows, unique, prof)
         timings["evaluate_s"] = round(time.time() - t0, 2)
 
@@ -288,17 +339,25 @@ def compress(checkpoint: str | Path | None = None, *, device: str = "jetson-orin
         from . import report as report_mod
 
         t0 = time.time()
+        for partial in (stage / "bundle", stage / "report"):  # an interrupted run may have left these half-written
+            shutil.rmtree(partial, ignore_errors=True)
         report["target_builds"] = bundle_mod.target_builds(report, unique, prof, io)
         if selected is not None:
             build = next((b for b in report["target_builds"] if b["candidate"] == selected), None)
             report["bundle"] = bundle_mod.write_bundle(stage / "bundle", unique[selected], report, dataset,
                                                        outputs[selected], io, build)
+        report["evaluation_failures"] = eval_failures
+        fault_point("bundle")
         report_mod.write_report(stage / "report", report, dataset, outputs)
+        fault_point("report")
         timings["report_s"] = round(time.time() - t0, 2)
         timings["total_s"] = round(time.time() - t_start, 2)
         _write_run_json(stage, report, timings, loaded, dataset, rec, prof, seed)
         report["timings"] = timings
         (stage / "report" / "report.json").write_text(json.dumps(report, indent=2, default=str))
+        for record in cand_dir.glob("*/.optkit-*"):  # resume bookkeeping is not part of the result
+            record.unlink()
+        fault_point("promote")
     result = RunResult(out_path, report)
     if selected is None:
         raise GateFailed(f"{out_path}: no candidate met {prof.name}'s budgets and gates; see {out_path}/report/report.md "
@@ -349,20 +408,47 @@ def _baseline(ctx: PassContext, loaded) -> Candidate:
     return save_baseline(ctx, loaded.module)
 
 
+EVAL_RECORD = ".optkit-eval.json"
+
+
 def _evaluate_all(cands: list[Candidate], baseline: Candidate, dataset: Dataset, prof: DeviceProfile, seed: int,
-                  threshold_metric: str, progress: Progress) -> tuple[list[dict], dict]:
-    from .evaluate import evaluate
+                  threshold_metric: str, progress: Progress, resume: bool = False) -> tuple[list[dict], dict, list[dict]]:
+    """Evaluate the baseline first (parity reference), then the rest; with resume, reuse recorded evaluations."""
+    import numpy as np
+
+    from .evaluate import Outputs, evaluate
 
     progress.stage("evaluate", len(cands))
-    rows, outputs = [], {}
+    rows, outputs, failures = [], {}, []
     base_out = None
     for c in [baseline] + [c for c in cands if c.id != baseline.id]:
+        folder = c.path.parent
+        key = cache.key(_artifact_hash(c), prof.bench.model_dump(), threshold_metric, seed, dataset.sha256,
+                        base_out.test.tobytes().hex()[:64] if base_out is not None else None)
+        record = None
+        if resume and (folder / EVAL_RECORD).exists():
+            try:
+                saved = json.loads((folder / EVAL_RECORD).read_text())
+                if saved["key"] == key:
+                    with np.load(folder / ".optkit-outputs.npz") as z:
+                        record = (saved["metrics"], saved["measured_on"], Outputs(val=z["val"], test=z["test"]))
+            except (OSError, KeyError, ValueError):
+                record = None
         try:
-            metrics, measured_on, out = evaluate(c, dataset, prof, base_out, threshold_metric, seed)
-        except OptkitError as exc:
-            progress.log(f"[{c.id}] cannot be evaluated here: {exc}")
+            metrics, measured_on, out = record or evaluate(c, dataset, prof, base_out, threshold_metric, seed)
+        except Exception as exc:  # one candidate a runtime cannot execute must not sink the run: say it
+            reason = str(exc) if isinstance(exc, OptkitError) else f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+            progress.log(f"[{c.id}] cannot be evaluated here: {reason}")
+            failures.append({"id": c.id, "reason": reason})
             progress.advance(c.id)
+            if c.id == baseline.id:
+                raise
             continue
+        if record is None:
+            np.savez(folder / ".optkit-outputs.npz", val=out.val, test=out.test)
+            (folder / EVAL_RECORD).write_text(json.dumps({"key": key, "metrics": metrics, "measured_on": measured_on},
+                                                         default=str))
+        fault_point(f"evaluate:{c.id}")
         if c.id == baseline.id:
             base_out = out
         outputs[c.id] = out
@@ -370,7 +456,7 @@ def _evaluate_all(cands: list[Candidate], baseline: Candidate, dataset: Dataset,
                      "lineage": list(c.lineage), "path": f"candidates/{c.id}/{c.path.name}", "info": c.info,
                      "runtime_options": c.runtime_options, "metrics": metrics, "measured_on": measured_on})
         progress.advance(c.id)
-    return rows, outputs
+    return rows, outputs, failures
 
 
 def _add_target_estimates(rows: list[dict], cands: dict[str, Candidate], prof: DeviceProfile) -> None:
