@@ -1,9 +1,11 @@
 """optkit command line: parse, call one library function, render with rich. Nothing else.
 
-Exit codes: 0 ok, 2 bad input/config, 3 gate failed / verification failed / regression, 4 backend unavailable.
+Exit codes: 0 ok, 1 `report nightly` found a regression, 2 bad input/config, 3 no candidate met the gates or a
+bundle failed verification, 4 backend unavailable.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -115,10 +117,13 @@ def compress(
     if checkpoint is None and not as_json:
         console.print("No checkpoint given: using the built-in demo [bold]builtin:digits-cnn[/] (a CNN on scikit-learn's digits).")
     progress = RichProgress(out_console)
+    # With --json, stdout carries only the report: libraries that print (ORT's calibrators) go to stderr.
+    quiet = contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext()
     try:
-        result = run_compress(checkpoint, device=device, recipe=recipe, data=data, out=out, model_factory=model_factory,
-                              trust_checkpoint=trust_checkpoint, seed=seed, overwrite=overwrite,
-                              threshold_metric=threshold_metric, progress=progress, resume=resume)
+        with quiet:
+            result = run_compress(checkpoint, device=device, recipe=recipe, data=data, out=out, model_factory=model_factory,
+                                  trust_checkpoint=trust_checkpoint, seed=seed, overwrite=overwrite,
+                                  threshold_metric=threshold_metric, progress=progress, resume=resume)
     except OptkitError as exc:
         progress.close()
         _fail(exc)
@@ -395,6 +400,42 @@ def report_nightly(
         console.print(f"Report: {result['html']}")
     if result["regressions"]:
         raise typer.Exit(1)
+
+
+@app.command("distill")
+def distill_command(
+    teacher: Optional[str] = typer.Argument(None, help="Teacher: .pt2 or state dict (+ --model-factory). Omit for the built-in demo."),
+    student: str = typer.Option("width:0.25", "--student", help="width:W | every_other_layer | factory (with --student-factory)."),
+    data: Optional[Path] = typer.Option(None, "--data", help=".npz with a train split (split=train/val/test rows)."),
+    device: str = typer.Option("x86-avx512", "--device", "-d", help="Device profile name or alias."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (default runs/<run-id>)."),
+    epochs: int = typer.Option(30, "--epochs", help="Training epochs (early stopping on validation macro-F1)."),
+    student_factory: Optional[str] = typer.Option(None, "--student-factory", help="package.module:function building the student."),
+    alpha: float = typer.Option(0.5, "--alpha", help="Weight of the KD term (0 = no KD)."),
+    temperature: float = typer.Option(2.0, "--temperature", help="KD temperature."),
+    model_factory: Optional[str] = typer.Option(None, "--model-factory", help="package.module:function for a state-dict teacher."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --out folder."),
+) -> None:
+    """Distil a teacher into a smaller student, export it to ONNX and int8 it; report with curves and the no-KD ablation."""
+    from .distill_cmd import distill as run_distill
+
+    progress = RichProgress(console)
+    try:
+        result = run_distill(teacher, student, data, device, out, epochs, student_factory=student_factory, alpha=alpha,
+                             temperature=temperature, model_factory=model_factory, overwrite=overwrite, progress=progress)
+    except OptkitError as exc:
+        progress.close()
+        _fail(exc)
+    progress.close()
+    report = result.report
+    console.print(_candidates_table(report))
+    st = next((c for c in report["candidates"] if c["id"] == "student"), None)
+    if st:
+        i = st["info"]
+        ab = i.get("ablation") or {}
+        console.print(f"Student {i['student_params']:,} params vs teacher {i['teacher_params']:,} ({i['param_ratio']:.3f}); "
+                      f"val macro-F1 with KD {i['best_val_macro_f1']:.4f}, without KD {ab.get('best_val_macro_f1', float('nan')):.4f}.")
+    console.print(f"Selected [bold green]{report['selected']}[/]. Report: {result.run_dir}/report/index.html")
 
 
 if __name__ == "__main__":  # pragma: no cover

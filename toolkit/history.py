@@ -95,11 +95,17 @@ CREATE INDEX IF NOT EXISTS results_series
 
 # --------------------------------------------------------------------------- host facts
 def _cpu_model() -> str:
-    """CPU model name without spawning processes: /proc/cpuinfo on Linux, platform elsewhere.
+    """CPU model name: toolkit.host.cpu_model() (x86's "model name"), else more /proc/cpuinfo keys.
 
-    x86 kernels say "model name" (after a numeric "model" line); many aarch64 kernels have
-    no name at all, only "Hardware"/"Model" lines or the CPU part number.
+    Many aarch64 kernels have no "model name" at all, only "Hardware"/"Model" lines or the
+    CPU part number, where toolkit.host would fall back to the bare architecture; two
+    different Arm boards must not share a history series, so those keys are read here.
     """
+    from . import host as _host
+
+    name = _host.cpu_model()
+    if name and name not in (platform.machine(), platform.processor()) and not name.isdigit():
+        return name
     found: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
@@ -121,21 +127,26 @@ def _cpu_model() -> str:
 def host_fingerprint() -> dict[str, Any]:
     """What makes latencies from two runs comparable: CPU, cores, OS, Python.
 
+    CPU, architecture, core count and Python come from toolkit.host (the facts every
+    'measured on' label uses), so a history row and a bench label never disagree.
     `cores_usable` is the affinity mask (containers and CI runners often get fewer cores
     than the machine has), which is what bench threads are capped at.
     """
+    from . import host as _host
+
+    facts = _host.host()
     try:
         usable = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
-        usable = os.cpu_count() or 1
+        usable = facts["cores"] or 1
     return {
         "cpu_model": _cpu_model(),
-        "machine": platform.machine(),
-        "cores_logical": os.cpu_count() or 1,
+        "machine": facts["arch"],
+        "cores_logical": facts["cores"] or 1,
         "cores_usable": usable,
         "os": platform.system(),
         "os_release": platform.release(),
-        "python": platform.python_version(),
+        "python": facts["python"],
     }
 
 
@@ -160,13 +171,19 @@ def host_key(fingerprint: dict[str, Any]) -> str:
 def library_versions() -> dict[str, str | None]:
     """Installed versions of the runtimes, read from package metadata.
 
+    Starts from toolkit.host.library_versions() (the versions every report lists) and adds
+    the runtimes that ship under other distribution names (onnxruntime-gpu, tensorrt-cu12).
     importlib.metadata reads dist-info files only: nothing is imported, so this is cheap
     and safe on hosts where a runtime is installed but cannot load (TensorRT without a GPU).
     """
     from importlib import metadata
 
-    versions: dict[str, str | None] = {}
+    from . import host as _host
+
+    versions: dict[str, str | None] = dict(_host.library_versions())
     for lib in LIBRARIES:
+        if versions.get(lib):
+            continue
         versions[lib] = None
         for dist in _DIST_ALIASES.get(lib, (lib,)):
             try:

@@ -18,7 +18,15 @@ def check_target(out: Path, overwrite: bool) -> None:
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise OutputError(f"{out}: the output folder is not empty; choose another --out or pass --overwrite")
     parent = out.parent
-    parent.mkdir(parents=True, exist_ok=True) if not parent.exists() else None
+    for folder in (parent, *parent.parents):
+        if folder.exists() and not folder.is_dir():
+            raise OutputError(f"{out}: {folder} is a file, not a folder; choose an --out under a folder")
+        if folder.exists():
+            break
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{out}: cannot create {parent} ({exc.strerror}); choose an --out you can write to") from exc
     if not os.access(parent, os.W_OK):
         raise OutputError(f"{parent}: not writable; choose an --out in a folder you can write to")
 

@@ -243,13 +243,18 @@ def compress(checkpoint: str | Path | None = None, *, device: str = "jetson-orin
     seed = rec.seed if seed is None else seed
     from .metrics.thresholds import parse_metric
 
-    parse_metric(threshold_metric)
+    try:
+        parse_metric(threshold_metric)
+    except ValueError as exc:
+        from .errors import ConfigError
+
+        raise ConfigError(f"--threshold-metric {threshold_metric}: {exc}") from exc
     out_path = Path(out) if out else None
     if out_path is not None:
         check_target(out_path, overwrite)
     loaded = intake.load(checkpoint, factory=model_factory, trust_checkpoint=trust_checkpoint)
     dataset = _load_data(data, loaded, seed)
-    io = modelio.from_data(dataset.val.inputs, dataset.n_classes)
+    io = modelio.from_data(_in_forward_order(loaded, dataset), dataset.n_classes)
     _check_model_fits(loaded, dataset, io)
     timings["intake_s"] = round(time.time() - t_start, 2)
     run_id = time.strftime("%Y%m%d-%H%M%S") + f"-{prof.name}-{loaded.sha256[:8]}"
@@ -363,6 +368,33 @@ def compress(checkpoint: str | Path | None = None, *, device: str = "jetson-orin
         raise GateFailed(f"{out_path}: no candidate met {prof.name}'s budgets and gates; see {out_path}/report/report.md "
                          "for each candidate's failures, or relax the budgets in the device profile")
     return result
+
+
+def _in_forward_order(loaded, dataset: Dataset) -> dict:
+    """The data's inputs ordered as the model's forward() names them; several inputs must match those names.
+
+    A single input may have any name (it becomes the I/O contract's name); with several, feeding by
+    position would silently swap e.g. input_ids and attention_mask, so the names must match.
+    """
+    import inspect
+
+    from .errors import DataError
+
+    inputs = dataset.val.inputs
+    if loaded.kind != "torch" or len(inputs) < 2:
+        return inputs
+    try:
+        params = [p.name for p in inspect.signature(loaded.module.forward).parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    except (TypeError, ValueError):
+        return inputs
+    if not params:  # forward(*args): nothing to check against
+        return inputs
+    missing = [n for n in inputs if n not in params]
+    if missing:
+        raise DataError(f"{dataset.name}: arrays {missing} are not inputs of the model's forward({', '.join(params)}); "
+                        "name the .npz arrays after the forward() arguments")
+    return {n: inputs[n] for n in params if n in inputs}
 
 
 def _check_model_fits(loaded, dataset: Dataset, io) -> None:

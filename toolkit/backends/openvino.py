@@ -37,10 +37,17 @@ class OpenVinoSession(Session):
         ran = self._compiled.get_property("INFERENCE_PRECISION_HINT")
         self._ran_precision = ran.to_string() if hasattr(ran, "to_string") else str(ran)  # "f32", "bf16"
         self._version = ov.get_version().split("-")[0]
-        self._names = [p.get_any_name() for p in self._compiled.inputs]
+        # A port has several names (e.g. an fp16 model's input is also "graph_input_cast_0"): match any of them.
+        self._ports = [(port, set(port.get_names())) for port in self._compiled.inputs]
 
     def infer(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        result = self._request.infer({k: feeds[k] for k in self._names})
+        inputs = {}
+        for port, names in self._ports:
+            name = next((n for n in feeds if n in names), None)
+            if name is None:
+                raise KeyError(f"no input named any of {sorted(names)} in {sorted(feeds)}")
+            inputs[port] = feeds[name]
+        result = self._request.infer(inputs)
         return np.asarray(result[self._compiled.outputs[0]], dtype=np.float32)
 
     def close(self) -> None:

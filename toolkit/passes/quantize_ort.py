@@ -1,6 +1,8 @@
 """ONNX Runtime quantization: static int8 QDQ (TensorRT-ready) and dynamic int8."""
 from __future__ import annotations
 
+import contextlib
+import sys
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -51,14 +53,15 @@ def quantize_static_qdq(ctx: PassContext, src, dst, opts: OrtStaticOptions) -> N
               "percentile": CalibrationMethod.Percentile}[opts.calibration]
     pre = dst.parent / "preprocessed.onnx"
     preprocess(src, pre)
-    quantize_static(
-        # batch 1: ORT's histogram calibrators (entropy, percentile) need equally shaped batches
-        str(pre), str(dst), _Reader(ctx.calibration_batches(batch_size=1)),
-        quant_format=QuantFormat.QDQ, per_channel=opts.per_channel,
-        activation_type=QuantType.QUInt8 if opts.activations == "uint8" else QuantType.QInt8,
-        weight_type=QuantType.QInt8, calibrate_method=method, nodes_to_exclude=list(opts.nodes_to_exclude),
-        extra_options={"ActivationSymmetric": opts.activations == "int8"},
-    )
+    with contextlib.redirect_stdout(sys.stderr):  # ORT's histogram calibrators print progress lines
+        quantize_static(
+            # batch 1: ORT's histogram calibrators (entropy, percentile) need equally shaped batches
+            str(pre), str(dst), _Reader(ctx.calibration_batches(batch_size=1)),
+            quant_format=QuantFormat.QDQ, per_channel=opts.per_channel,
+            activation_type=QuantType.QUInt8 if opts.activations == "uint8" else QuantType.QInt8,
+            weight_type=QuantType.QInt8, calibrate_method=method, nodes_to_exclude=list(opts.nodes_to_exclude),
+            extra_options={"ActivationSymmetric": opts.activations == "int8"},
+        )
     pre.unlink(missing_ok=True)
 
 
