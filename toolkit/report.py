@@ -66,6 +66,7 @@ def plot_tradeoff(rows: list[dict], selected: str | None, path: Path) -> None:
     ax.set_xlabel("p95 latency, ms (measured on this host, batch 1)")
     ax.set_ylabel("size on disk, MB")
     ax.set_yscale("log")
+    ax.set_xscale("log")  # torch eager and int8 ORT differ by 10-100x: a linear axis hides the front
     ax.set_title("Size–speed–F1 trade-off (red ring: Pareto front, star: selected)")
     ax.grid(alpha=0.3)
     fig.tight_layout()
