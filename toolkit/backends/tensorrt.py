@@ -36,6 +36,7 @@ import numpy as np
 
 from ..errors import BackendUnavailable, DataError, UnsupportedError
 from .base import Session, register_backend
+from ..data import file_sha256
 
 INSTALL_HINT = "install TensorRT (JetPack on Jetson, or NVIDIA's pip index) on the target"
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
@@ -299,14 +300,6 @@ def _atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def build_engine(onnx_path: str | Path, engine_path: str | Path, precision: str = "fp16", *,
                  timing_cache_path: str | Path | None = None, min_batch: int = DEFAULT_BATCH[0],
                  opt_batch: int = DEFAULT_BATCH[1], max_batch: int = DEFAULT_BATCH[2],
@@ -390,7 +383,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, precision: str 
         "precision": precision,
         "strongly_typed": bool(strongly_typed),
         "onnx": onnx_path.name,
-        "onnx_sha256": _file_sha256(onnx_path),
+        "onnx_sha256": file_sha256(onnx_path),
         "profiles": {k: [list(s) for s in v] for k, v in profiles.items()},
         "workspace_mb": int(workspace_mb),
         "engine": engine_path.name,
@@ -469,7 +462,7 @@ class TensorRTSession(Session):
         cache_dir = Path(opts.get("trt_cache_dir") or onnx_path.parent / "tensorrt-engines")
         h = hashlib.sha256()
         for f in self.candidate.files() if onnx_path == Path(self.candidate.path) else [onnx_path]:
-            h.update(_file_sha256(f).encode())
+            h.update(file_sha256(f).encode())
         key = json.dumps([precision, list(batch), shapes, workspace_mb, str(self._trt.__version__),
                           self._gpu["compute_capability"]], sort_keys=True, default=str)
         h.update(key.encode())
