@@ -1,0 +1,57 @@
+"""inc_ptq: Intel Neural Compressor 3.x static int8 (PT2E underneath) with accuracy-aware autotune."""
+from __future__ import annotations
+
+import pytest
+
+TOL = 0.01
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, digits, demo_model):
+    from toolkit import modelio
+    from toolkit.devices import load_device
+    from toolkit.passes import PassContext
+    from toolkit.passes.export import save_baseline
+
+    dev = load_device("x86-avx512")
+    dev = dev.model_copy(update={"bench": dev.bench.model_copy(update={"warmup": 2, "iterations": 10, "batch_sizes": [1]})})
+    ctx = PassContext(workdir=tmp_path_factory.mktemp("inc"), data=digits,
+                      io=modelio.from_data(digits.val.inputs, digits.n_classes), device=dev, seed=0,
+                      calibration_size=100, torch_module=demo_model.module, threads=2, log=lambda m: None)
+    return ctx, save_baseline(ctx, demo_model.module)
+
+
+def test_inc_autotune_int8_within_tolerance(setup, digits):
+    pytest.importorskip("neural_compressor")
+    from toolkit.evaluate import evaluate
+    from toolkit.passes.quantize_inc import IncOptions, inc_ptq
+
+    ctx, base = setup
+    cand = inc_ptq(ctx, base, IncOptions(tuning=True, tolerance=TOL), "inc-int8")
+    assert cand.engine == "inc" and cand.precision == "int8" and cand.format == "onnx"
+    trials = cand.info["trials"]
+    assert trials and trials[0]["act_algo"] == "minmax"
+    assert cand.info["chosen"]["within_tolerance"]
+    base_m, _, base_out = evaluate(base, digits, ctx.device, None)
+    m, _, _ = evaluate(cand, digits, ctx.device, base_out)
+    assert base_m["macro_f1"] - m["macro_f1"] <= TOL
+
+
+def test_inc_without_tuning_from_an_exported_archive(setup):
+    """A parent that is not the baseline goes through the .pt2 archive (INC's .eval() is bypassed)."""
+    pytest.importorskip("neural_compressor")
+    from toolkit.passes.quantize_inc import IncOptions, inc_ptq
+
+    ctx, base = setup
+    child = base.derive(id="copy", step="noop")
+    cand = inc_ptq(ctx, child, IncOptions(tuning=False), "inc-static")
+    assert cand.info["tuning"] == "none" and cand.info["val_macro_f1"] >= cand.info["fp32_val_macro_f1"] - TOL
+
+
+def test_doctor_lists_every_engine():
+    from toolkit.doctor import doctor
+
+    engines = {e["engine"]: e for e in doctor()["engines"]}
+    assert {"ort", "nncf", "pt2e", "inc"} <= set(engines)
+    for e in engines.values():
+        assert e["ok"] or e["why"]

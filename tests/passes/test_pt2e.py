@@ -1,0 +1,65 @@
+"""pt2e_ptq: torch.ao PT2E (torchao) int8 on the demo, exported to QDQ ONNX, within tolerance."""
+from __future__ import annotations
+
+import pytest
+
+TOL = 0.01
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, digits, demo_model):
+    from toolkit import modelio
+    from toolkit.devices import load_device
+    from toolkit.passes import PassContext
+    from toolkit.passes.export import save_baseline
+
+    dev = load_device("x86-avx512")
+    dev = dev.model_copy(update={"bench": dev.bench.model_copy(update={"warmup": 2, "iterations": 10, "batch_sizes": [1]})})
+    ctx = PassContext(workdir=tmp_path_factory.mktemp("pt2e"), data=digits,
+                      io=modelio.from_data(digits.val.inputs, digits.n_classes), device=dev, seed=0,
+                      calibration_size=100, torch_module=demo_model.module, threads=2, log=lambda m: None)
+    return ctx, save_baseline(ctx, demo_model.module)
+
+
+def test_pt2e_int8_onnx_runs_within_tolerance(setup, digits):
+    pytest.importorskip("torchao")
+    from toolkit.evaluate import evaluate
+    from toolkit.passes.quantize_pt2e import Pt2eOptions, pt2e_ptq
+
+    ctx, base = setup
+    cand = pt2e_ptq(ctx, base, Pt2eOptions(), "pt2e-int8")
+    assert cand.engine == "pt2e" and cand.precision == "int8" and cand.format == "onnx"
+    assert cand.info["quantizer"] == "X86InductorQuantizer"
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(str(cand.path)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    base_m, _, base_out = evaluate(base, digits, ctx.device, None)
+    m, _, _ = evaluate(cand, digits, ctx.device, base_out)
+    assert base_m["macro_f1"] - m["macro_f1"] <= TOL
+
+
+def test_pt2e_torch_output_loads_back(setup):
+    pytest.importorskip("torchao")
+    from toolkit.backends import open_session
+    from toolkit.passes.quantize_pt2e import Pt2eOptions, pt2e_ptq
+
+    ctx, base = setup
+    cand = pt2e_ptq(ctx, base, Pt2eOptions(output="torch"), "pt2e-torch")
+    assert cand.format == "torch" and cand.path.suffix == ".pt2"
+    with open_session(cand, threads=1) as s:
+        out = s.infer({"x": ctx.data.val.inputs["x"][:3]})
+    assert out.shape == (3, ctx.data.n_classes)
+
+
+def test_arm_quantizer_is_picked_for_arm_targets(setup):
+    pytest.importorskip("torchao")
+    from toolkit.devices import load_device
+    from toolkit.passes.quantize_pt2e import pick_quantizer
+
+    ctx, _ = setup
+    arm = ctx.device.model_copy(update={"arch": "aarch64"})
+    ctx2 = type(ctx)(**{**ctx.__dict__, "device": arm})
+    assert pick_quantizer("auto", ctx2)[1] == "ArmInductorQuantizer"
+    assert pick_quantizer("auto", ctx)[1] == "X86InductorQuantizer"
+    assert load_device("x86-avx512").default_recipe == "x86-engines"

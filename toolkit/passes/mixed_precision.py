@@ -1,0 +1,226 @@
+"""Mixed precision by layer sensitivity (accuracy-aware search), NNCF accuracy control, and the report section.
+
+`mixed_precision`: measures each quantizable layer's sensitivity (toolkit.sensitivity: val macro-F1 and
+logit KL when only that layer is int8, and when all but it are), then walks from the fastest plan (full
+int8) towards the safest, keeping the k most sensitive layers in fp32 for k = 0, 1, 2, ..., and stops
+at the first plan whose validation macro-F1 drop vs fp32 is within `tolerance` (set it to the recipe's
+search.tolerance). Every step is recorded in candidate.info["search"]. The layers are kept in fp32
+with each engine's own mechanism: ONNX Runtime `nodes_to_exclude` (engine: ort, default) or NNCF
+`IgnoredScope` (engine: nncf, NNCF PTQ on the ONNX model). Sensitivity itself is always measured with
+ORT QDQ (fast and layer-exact). fp16/bf16 for the kept layers is not done: on x86 CPUs ORT has no
+fp16 kernels and OpenVINO picks one inference precision per model, so fp32 is what runs here.
+
+`nncf_accuracy_control`: NNCF's own accuracy-aware PTQ (`quantize_with_accuracy_control`) on the
+OpenVINO model, max_drop = tolerance (absolute), validation_fn = validation macro-F1.
+"""
+from __future__ import annotations
+
+import html
+import shutil
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..candidate import Candidate
+from ..report import register_section
+from .base import PassContext, register_pass
+
+
+class MixedOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    engine: Literal["ort", "nncf"] = "ort"
+    tolerance: float = Field(default=0.01, ge=0, le=1)   # absolute val macro-F1 drop; the recipe's search.tolerance
+    max_layers: int = Field(default=40, ge=1, le=400)    # sensitivity cap (2 quantize+eval runs per layer)
+    calibration: Literal["minmax", "entropy", "percentile"] = "minmax"
+    activations: Literal["uint8", "int8"] = "uint8"
+    per_channel: bool = True
+
+
+@register_pass("mixed_precision", accepts=("onnx",), backend="onnxruntime", precision="mixed-int8", options=MixedOptions)
+def mixed_precision(ctx: PassContext, parent: Candidate, opts: MixedOptions, cid: str) -> Candidate:
+    """Keep the fewest most-sensitive layers in fp32 so the val macro-F1 drop stays within tolerance."""
+    from ..sensitivity import LayerQuantizer, analyse
+
+    q = LayerQuantizer(ctx, Path(parent.path), engine="ort", activations=opts.activations,
+                       per_channel=opts.per_channel, calibration=opts.calibration)
+    try:
+        table = analyse(q, opts.max_layers)
+        ranking = [r["layer"] for r in table if r["analysed"]]
+        searcher = q
+        if opts.engine == "nncf":  # the search and the artifact use NNCF's IgnoredScope; sensitivity stays ORT
+            searcher = LayerQuantizer(ctx, Path(parent.path), engine="nncf")
+        steps, chosen = [], None
+        for k in range(len(ranking) + 1):
+            res = searcher.run(ranking[:k])
+            drop = searcher.base_f1 - res.val_macro_f1
+            ok = drop <= opts.tolerance + 1e-12
+            steps.append({"step": k, "kept_fp32": list(ranking[:k]), "val_macro_f1": round(res.val_macro_f1, 4),
+                          "drop": round(drop, 4), "kl": res.kl, "within_tolerance": ok})
+            ctx.log(f"[{cid}] step {k}: {k} layer(s) fp32, val macro-F1 {res.val_macro_f1:.4f} (drop {drop:+.4f})")
+            if ok:
+                chosen = res
+                break
+        if chosen is None:  # only possible when the sensitivity cap left layers unanalysed
+            from ..errors import UnsupportedError
+
+            raise UnsupportedError(f"no plan met the tolerance {opts.tolerance} with the {len(ranking)} analysed layers in "
+                                   f"fp32 (of {len(q.layers)}); raise max_layers or the recipe's tolerance")
+        path = ctx.folder(cid) / "model.onnx"
+        shutil.copy2(chosen.path, path)
+        kept = list(chosen.excluded)
+        all_layers = [n["name"] for n in q.layers]
+        why = ("full int8 already meets the tolerance" if not kept else
+               f"full int8 drops {steps[0]['drop']:+.4f} val macro-F1 (> {opts.tolerance}); keeping the {len(kept)} most "
+               f"sensitive layer(s) in fp32 brings the drop to {steps[-1]['drop']:+.4f}")
+        info = {"engine_mechanism": "ORT nodes_to_exclude" if opts.engine == "ort" else "NNCF IgnoredScope (ONNX)",
+                "tolerance": opts.tolerance, "fp32_val_macro_f1": round(q.base_f1, 4),
+                "layers_total": len(all_layers), "layers_analysed": len(ranking), "sensitivity_cap": opts.max_layers,
+                "sensitivity": table, "search": steps,
+                "plan": {"fp32": kept, "int8": [n for n in all_layers if n not in kept], "why": why},
+                "val_macro_f1": round(chosen.val_macro_f1, 4), "format": "QDQ"}
+        if searcher is not q:
+            searcher.close()
+    finally:
+        q.close()
+    return parent.derive(id=cid, path=path, precision="mixed-int8" if kept else "int8", engine=opts.engine,
+                         step=f"mixed_precision[{opts.engine}: {len(kept)}/{len(all_layers)} fp32]", info=info)
+
+
+# --------------------------------------------------------------------------- NNCF accuracy control
+
+class AccuracyControlOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    tolerance: float = Field(default=0.01, ge=0, le=1)   # max_drop, absolute val macro-F1
+    preset: Literal["performance", "mixed"] = "performance"
+    max_num_iterations: int = Field(default=20, ge=1)
+
+
+@register_pass("nncf_accuracy_control", accepts=("onnx", "openvino"), backend="openvino", precision="int8",
+               options=AccuracyControlOptions)
+def nncf_accuracy_control(ctx: PassContext, parent: Candidate, opts: AccuracyControlOptions, cid: str) -> Candidate:
+    """NNCF quantize_with_accuracy_control on OpenVINO: reverts the worst layers to fp32 until max_drop is met."""
+    import logging
+
+    import nncf
+    import openvino as ov
+
+    from ..metrics.classification import classification_metrics
+
+    logging.getLogger("nncf").setLevel(logging.WARNING)
+    model = ov.Core().read_model(str(parent.path))
+    names = [p.get_any_name() for p in model.inputs]
+    d = ctx.data
+    val_items = [(b, d.val.y[i:i + 32]) for i, b in zip(range(0, len(d.val), 32), d.val.batches(32))]
+    calib = nncf.Dataset(ctx.calibration_batches(batch_size=1), lambda b: {n: b[n] for n in names})
+    val = nncf.Dataset(val_items, lambda item: {n: item[0][n] for n in names})
+
+    def validate(compiled, items) -> float:
+        out = compiled.outputs[0]
+        preds, ys = [], []
+        for feeds, y in items:
+            preds.append(np.asarray(compiled({n: feeds[n] for n in names})[out]).argmax(1))
+            ys.append(y)
+        return float(classification_metrics(np.concatenate(ys), np.concatenate(preds), d.n_classes, d.labels)["macro_f1"])
+
+    quantized = nncf.quantize_with_accuracy_control(
+        model, calibration_dataset=calib, validation_dataset=val, validation_fn=validate,
+        max_drop=opts.tolerance, drop_type=nncf.DropType.ABSOLUTE, subset_size=ctx.calibration_size,
+        preset=nncf.QuantizationPreset.PERFORMANCE if opts.preset == "performance" else nncf.QuantizationPreset.MIXED,
+        advanced_accuracy_restorer_parameters=nncf.AdvancedAccuracyRestorerParameters(
+            max_num_iterations=opts.max_num_iterations))
+    core = ov.Core()
+    cfg = {"INFERENCE_PRECISION_HINT": "f32"}
+    f1_q = validate(core.compile_model(quantized, "CPU", cfg), val_items)
+    f1_fp = validate(core.compile_model(model, "CPU", cfg), val_items)
+    n_fq = sum(op.get_type_name() == "FakeQuantize" for op in quantized.get_ops())
+    path = ctx.folder(cid) / "model.xml"
+    ov.save_model(quantized, str(path), compress_to_fp16=False)
+    return parent.derive(id=cid, path=path, format="openvino", backend="openvino", precision="int8", engine="nncf",
+                         step="nncf_accuracy_control[openvino]", runtime_options={"inference_precision": "f32"},
+                         info={"max_drop": opts.tolerance, "drop_type": "absolute", "fp32_val_macro_f1": round(f1_fp, 4),
+                               "val_macro_f1": round(f1_q, 4), "drop": round(f1_fp - f1_q, 4),
+                               "fake_quantize_ops": n_fq,
+                               "validation": "macro-F1 on the validation split, OpenVINO CPU default precision inside NNCF"})
+
+
+# --------------------------------------------------------------------------- report section
+
+def _plot(rows: list[dict], cid: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in rows if r.get("analysed")]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 0.4 * len(rows) + 1.8), sharey=True)
+    ys = np.arange(len(rows))
+    labels = [f"{r['layer']} ({r['op']})" for r in rows]
+    axes[0].barh(ys, [r["score"] for r in rows], color="tab:red")
+    axes[0].set_xlabel("KL score: KL(only it int8) + KL removed by keeping it fp32")
+    axes[1].barh(ys, [r["f1_effect"] for r in rows], color="tab:blue")
+    axes[1].set_xlabel("F1 effect: val F1 drop (only it int8) + F1 recovered (only it fp32)")
+    axes[0].set_yticks(ys, labels, fontsize=8)
+    axes[0].invert_yaxis()
+    fig.suptitle(f"Layer sensitivity ({cid}), validation split")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _md_table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _html_table(header: list[str], rows: list[list]) -> str:
+    e = html.escape
+    return ("<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr>"
+            + "".join("<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in r) + "</tr>" for r in rows) + "</table>")
+
+
+@register_section("quantization")
+def quantization_section(report: dict, folder: Path) -> dict | None:
+    cands = report.get("candidates", [])
+    engines = [c for c in cands if c.get("engine")]
+    mixed = [c for c in cands if "sensitivity" in (c.get("info") or {})]
+    if not engines:
+        return None
+    md, ht, plots = [], [], {}
+    eng_rows = [[c["id"], c["engine"], c["precision"], c["backend"], (c.get("info") or {}).get("val_macro_f1", "—"),
+                 f"{c['metrics']['macro_f1']:.4f}", f"{c['metrics']['latency_p50_ms']:.4g}"] for c in engines]
+    head = ["candidate", "engine", "precision", "backend", "val macro-F1 (pass)", "test macro-F1", "p50 ms"]
+    md.append("Quantized candidates by engine (all also on the trade-off plot):\n\n" + _md_table(head, eng_rows))
+    ht.append("<p>Quantized candidates by engine (all also on the trade-off plot):</p>" + _html_table(head, eng_rows))
+    for c in mixed:
+        info = c["info"]
+        name = f"sensitivity_{c['id']}"
+        try:
+            _plot(info["sensitivity"], c["id"], folder / f"{name}.png")
+            plots[name] = f"{name}.png"
+        except Exception:  # a plot must never sink the report
+            pass
+        head = ["rank", "layer", "op", "val F1 only it int8", "KL only it int8", "val F1 all but it int8",
+                "KL all but it", "KL score", "F1 effect", "plan"]
+        fp32 = set(info["plan"]["fp32"])
+        rows = [[r.get("rank", "—"), r["layer"], r["op"], r.get("only_int8_val_f1", "not analysed"),
+                 f"{r['only_int8_kl']:.2e}" if "only_int8_kl" in r else "—", r.get("all_but_val_f1", "—"),
+                 f"{r['all_but_kl']:.2e}" if "all_but_kl" in r else "—",
+                 f"{r['score']:.2e}" if "score" in r else "—", r.get("f1_effect", "—"),
+                 "fp32" if r["layer"] in fp32 else "int8"] for r in info["sensitivity"]]
+        srows = [[s["step"], ", ".join(s["kept_fp32"]) or "(none: full int8)", s["val_macro_f1"], f"{s['drop']:+.4f}",
+                  "yes" if s["within_tolerance"] else "no"] for s in info["search"]]
+        shead = ["step", "layers kept fp32", "val macro-F1", "drop vs fp32", "within tolerance"]
+        intro = (f"**{c['id']}** ({info['engine_mechanism']}): fp32 val macro-F1 {info['fp32_val_macro_f1']}, tolerance "
+                 f"{info['tolerance']}; {info['layers_analysed']} of {info['layers_total']} quantizable layers analysed "
+                 f"(cap {info['sensitivity_cap']}). Plan: {len(fp32)} layer(s) fp32 "
+                 f"({', '.join(sorted(fp32)) or 'none'}), {len(info['plan']['int8'])} int8 — {info['plan']['why']}.")
+        md += [intro, "Sensitivity (validation split, ORT static QDQ; most sensitive first):\n\n" + _md_table(head, rows),
+               f"![sensitivity]({name}.png)" if name in plots else "",
+               "Accuracy-aware search (fastest first, stop at the first within tolerance):\n\n" + _md_table(shead, srows)]
+        ht += [f"<p>{html.escape(intro).replace('**', '')}</p>", _html_table(head, rows), "<p>Search steps:</p>",
+               _html_table(shead, srows)]
+    return {"title": "Quantization engines and mixed precision", "markdown": "\n\n".join(m for m in md if m),
+            "html": "\n".join(ht), "plots": plots}
