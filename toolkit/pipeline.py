@@ -93,6 +93,8 @@ def plan(recipe: Recipe, device: DeviceProfile, baseline_format: str, has_train:
             ok, why = avail_cache[spec.backend]
             if not ok:
                 p.status, p.reason = "skip", why
+            elif spec.precheck is not None and (why_not := spec.precheck(opts)):
+                p.status, p.reason = "skip", why_not
         if p.status == "skip":
             skipped.add(step.id)
         formats[step.id] = src_format if p.status == "alias" else FORMAT_OF_BACKEND[spec.backend]
@@ -268,7 +270,7 @@ def compress(checkpoint: str | Path | None = None, *, device: str = "jetson-orin
 
         ctx = PassContext(workdir=cand_dir, data=dataset, io=io, device=prof, seed=seed,
                           calibration_size=min(rec.calibration_size, len(dataset.val)), torch_module=loaded.module,
-                          threads=effective_threads(prof), log=progress.log)
+                          threads=effective_threads(prof), log=progress.log, tolerance=rec.search.tolerance)
         # 2. baseline + passes
         t0 = time.time()
         candidates: dict[str, Candidate] = {}
@@ -279,7 +281,7 @@ def compress(checkpoint: str | Path | None = None, *, device: str = "jetson-orin
         runnable = [p for p in the_plan.steps if p.status == "run"]
         progress.stage("passes", len(runnable))
         passes = load_all()
-        data_key = [dataset.sha256, seed, ctx.calibration_size]
+        data_key = [dataset.sha256, seed, ctx.calibration_size, rec.search.tolerance]
         for p in the_plan.steps:
             if p.status == "alias":
                 candidates[p.step.id] = candidates[p.step.source]

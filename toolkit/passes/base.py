@@ -24,18 +24,20 @@ class PassSpec:
     precision: Any                  # output precision family ("int8", "fp16"...), None = same as input, or fn(options)
     needs_training_data: bool = False
     description: str = ""
+    precheck: Callable[[Any], str | None] | None = None  # fn(options) -> why it cannot run on this host, or None
 
     def output_precision(self, opts) -> str | None:
         return self.precision(opts) if callable(self.precision) else self.precision
 
 
 def register_pass(name: str, *, accepts: tuple[str, ...], backend: str, precision: Any,
-                  options: type[BaseModel] = NoOptions, needs_training_data: bool = False):
+                  options: type[BaseModel] = NoOptions, needs_training_data: bool = False,
+                  precheck: Callable[[Any], str | None] | None = None):
     """Register `fn(ctx, parent, opts, cid) -> Candidate` under the YAML name `name`."""
 
     def deco(fn):
         PASSES[name] = PassSpec(name, fn, options, accepts, backend, precision, needs_training_data,
-                                (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else "")
+                                (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else "", precheck)
         return fn
 
     return deco
@@ -54,6 +56,12 @@ class PassContext:
     log: Callable[[str], None] = print
     candidates: dict[str, Any] = dataclasses.field(default_factory=dict)  # finished candidates by id
     evaluate_f1: Callable[[Any, str], float] | None = None  # (candidate, split) -> macro-F1, for search passes
+    tolerance: float = 0.01          # the recipe's search.tolerance: absolute validation macro-F1 drop accepted
+
+    def tolerance_for(self, opts) -> float:
+        """A pass's own `tolerance` option when set, else the recipe's search.tolerance (one number, one place)."""
+        own = getattr(opts, "tolerance", None)
+        return float(own) if own is not None else float(self.tolerance)
 
     def folder(self, cid: str) -> Path:
         path = self.workdir / cid

@@ -31,7 +31,7 @@ from .base import PassContext, register_pass
 class MixedOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     engine: Literal["ort", "nncf"] = "ort"
-    tolerance: float = Field(default=0.01, ge=0, le=1)   # absolute val macro-F1 drop; the recipe's search.tolerance
+    tolerance: float | None = Field(default=None, ge=0, le=1)  # absolute val macro-F1 drop; default: the recipe's search.tolerance
     max_layers: int = Field(default=40, ge=1, le=400)    # sensitivity cap (2 quantize+eval runs per layer)
     calibration: Literal["minmax", "entropy", "percentile"] = "minmax"
     activations: Literal["uint8", "int8"] = "uint8"
@@ -41,6 +41,7 @@ class MixedOptions(BaseModel):
 @register_pass("mixed_precision", accepts=("onnx",), backend="onnxruntime", precision="mixed-int8", options=MixedOptions)
 def mixed_precision(ctx: PassContext, parent: Candidate, opts: MixedOptions, cid: str) -> Candidate:
     """Keep the fewest most-sensitive layers in fp32 so the val macro-F1 drop stays within tolerance."""
+    opts = opts.model_copy(update={"tolerance": ctx.tolerance_for(opts)})  # unset: the recipe's search.tolerance
     from ..sensitivity import LayerQuantizer, analyse
 
     q = LayerQuantizer(ctx, Path(parent.path), engine="ort", activations=opts.activations,
@@ -92,7 +93,7 @@ def mixed_precision(ctx: PassContext, parent: Candidate, opts: MixedOptions, cid
 
 class AccuracyControlOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    tolerance: float = Field(default=0.01, ge=0, le=1)   # max_drop, absolute val macro-F1
+    tolerance: float | None = Field(default=None, ge=0, le=1)  # max_drop, absolute val macro-F1; default: the recipe's search.tolerance
     preset: Literal["performance", "mixed"] = "performance"
     max_num_iterations: int = Field(default=20, ge=1)
 
@@ -101,6 +102,7 @@ class AccuracyControlOptions(BaseModel):
                options=AccuracyControlOptions)
 def nncf_accuracy_control(ctx: PassContext, parent: Candidate, opts: AccuracyControlOptions, cid: str) -> Candidate:
     """NNCF quantize_with_accuracy_control on OpenVINO: reverts the worst layers to fp32 until max_drop is met."""
+    opts = opts.model_copy(update={"tolerance": ctx.tolerance_for(opts)})  # unset: the recipe's search.tolerance
     import logging
 
     import nncf

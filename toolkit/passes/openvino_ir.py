@@ -30,7 +30,9 @@ def convert_ir(src, dst) -> None:
 
 
 @register_pass("openvino_ir", accepts=("onnx",), backend="openvino",
-               precision=lambda o: {"f32": None, "bf16": "bf16", "f16": "fp16"}[o.inference_precision], options=OpenVinoOptions)
+               precision=lambda o: {"f32": None, "bf16": "bf16", "f16": "fp16"}[o.inference_precision], options=OpenVinoOptions,
+               precheck=lambda o: None if host_supports(o.inference_precision) else
+               f"OpenVINO CPU on this host has no {o.inference_precision} support (OPTIMIZATION_CAPABILITIES); it runs on a target that has it")
 def openvino_ir(ctx: PassContext, parent: Candidate, opts: OpenVinoOptions, cid: str) -> Candidate:
     """OpenVINO IR (fp32 weights) with an explicit CPU inference precision."""
     if not host_supports(opts.inference_precision):

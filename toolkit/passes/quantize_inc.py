@@ -31,7 +31,7 @@ TUNING_SPACE = [("minmax", False), ("kl", False), ("minmax", True), ("kl", True)
 class IncOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     tuning: bool = True                      # INC autotune (accuracy-aware) vs one static config
-    tolerance: float = Field(default=0.01, ge=0, le=1)  # absolute val macro-F1 drop; set it to the recipe's search.tolerance
+    tolerance: float | None = Field(default=None, ge=0, le=1)  # absolute val macro-F1 drop; default: the recipe's search.tolerance
     max_trials: int = Field(default=4, ge=1, le=len(TUNING_SPACE))
     act_algo: Literal["minmax", "kl"] = "minmax"   # without tuning
     output: Literal["onnx", "torch"] = "onnx"
@@ -90,6 +90,7 @@ def _exported(module, ctx: PassContext):
 @register_pass("inc_ptq", accepts=("torch",), backend="onnxruntime", precision="int8", options=IncOptions)
 def inc_ptq(ctx: PassContext, parent: Candidate, opts: IncOptions, cid: str) -> Candidate:
     """Intel Neural Compressor static int8 (PT2E underneath), optionally accuracy-aware autotune; QDQ ONNX output."""
+    opts = opts.model_copy(update={"tolerance": ctx.tolerance_for(opts)})  # unset: the recipe's search.tolerance
     require("neural_compressor", "Intel Neural Compressor")
     _quiet_inc()
     import neural_compressor
