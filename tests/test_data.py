@@ -31,7 +31,8 @@ def test_split_slices_and_labels(tmp_path):
 
 def test_explicit_split(tmp_path):
     split = np.array(["train"] * 50 + ["val"] * 20 + ["test"] * 30)
-    d = load_npz(_save(tmp_path, x=np.zeros((100, 2), np.float32), y=np.arange(100) % 2, split=split))
+    x = np.random.default_rng(0).random((100, 2), dtype=np.float32)
+    d = load_npz(_save(tmp_path, x=x, y=np.arange(100) % 2, split=split))
     assert (len(d.train), len(d.val), len(d.test)) == (50, 20, 30)
 
 
@@ -41,9 +42,10 @@ def test_explicit_split(tmp_path):
     (dict(x=np.zeros((30, 2), np.float32), y=np.zeros(29, int)), "has 30 rows but 'y' has 29"),
     (dict(x=np.full((30, 2), np.nan, np.float32), y=np.zeros(30, int)), "NaN or Inf"),
     (dict(y=np.zeros(30, int)), "no input arrays"),
-    (dict(x=np.zeros((10, 2), np.float32), y=np.zeros(10, int)), "need at least 20"),
+    (dict(x=np.arange(20, dtype=np.float32).reshape(10, 2), y=np.zeros(10, int)), "need at least 20"),
+    (dict(x=np.ones((30, 2), np.float32), y=np.arange(30) % 2), "is constant"),
     (dict(x=np.zeros((30, 2), np.float32), y=-np.ones(30, int)), "negative labels"),
-    (dict(x=np.zeros((30, 2), np.float32), y=np.arange(30) % 3, labels=np.array(["a", "b"])), "has no class name"),
+    (dict(x=np.arange(60, dtype=np.float32).reshape(30, 2), y=np.arange(30) % 3, labels=np.array(["a", "b"])), "has no class name"),
     (dict(x=np.array(["a"] * 30), y=np.zeros(30, int)), "use float32 or int64"),
 ])
 def test_bad_data(tmp_path, arrays, match):

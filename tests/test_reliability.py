@@ -232,10 +232,14 @@ def _stable_metrics(report: dict) -> dict:
 
 def test_corrupt_cache_entry_is_rebuilt_and_report_unchanged(tmp_path, small_recipe, reference_run):
     cache = Path(os.environ["OPTKIT_CACHE_DIR"]) / "passes"
-    victim = next(p for p in cache.glob("*/model.onnx"))
-    data = bytearray(victim.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    victim.write_bytes(bytes(data))
+    # every cached ort-int8-minmax entry (other tests cached some with other settings): one is this run's
+    victims = [p.parent / "model.onnx" for p in cache.glob("*/.optkit-step.json")
+               if json.loads(p.read_text())["candidate"]["id"] == "ort-int8-minmax"]
+    assert victims
+    for victim in victims:
+        data = bytearray(victim.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        victim.write_bytes(bytes(data))
     out = tmp_path / "run"
     p = _optkit("compress", "--recipe", str(small_recipe), "--out", str(out))
     assert p.wait(timeout=300) == 0
