@@ -56,7 +56,7 @@ _DIST_ALIASES = {
     "tensorrt": ("tensorrt", "tensorrt-cu12", "tensorrt-cu13"),
 }
 
-_SCHEMA = f"""
+_SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -68,7 +68,7 @@ CREATE TABLE IF NOT EXISTS runs (
     host_fingerprint  TEXT NOT NULL,
     host_key          TEXT NOT NULL,
     library_versions  TEXT NOT NULL,
-    extra             TEXT NOT NULL DEFAULT '{{}}'
+    extra             TEXT NOT NULL DEFAULT '{}'
 );
 CREATE TABLE IF NOT EXISTS results (
     result_id         INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -86,7 +86,7 @@ CREATE TABLE IF NOT EXISTS results (
     peak_rss_mb       REAL,
     device            TEXT NOT NULL,
     measured_on       TEXT NOT NULL,
-    extra             TEXT NOT NULL DEFAULT '{{}}'
+    extra             TEXT NOT NULL DEFAULT '{}'
 );
 CREATE INDEX IF NOT EXISTS results_series
     ON results (model, backend, precision, batch, device);

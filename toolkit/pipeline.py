@@ -11,13 +11,13 @@ import shutil
 import signal
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from . import cache
 from .candidate import Candidate
 from .data import Dataset, file_sha256, load_npz
 from .devices import DeviceProfile, load_device
-from .errors import GateFailed, OptkitError, UnsupportedError
+from .errors import GateFailed, OptkitError
 from .passes import PassContext, load_all
 from .recipes import BASELINE, Recipe, Step, load_recipe
 

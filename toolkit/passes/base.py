@@ -55,7 +55,6 @@ class PassContext:
     threads: int = 1
     log: Callable[[str], None] = print
     candidates: dict[str, Any] = dataclasses.field(default_factory=dict)  # finished candidates by id
-    evaluate_f1: Callable[[Any, str], float] | None = None  # (candidate, split) -> macro-F1, for search passes
     tolerance: float = 0.01          # the recipe's search.tolerance: absolute validation macro-F1 drop accepted
 
     def tolerance_for(self, opts) -> float:
@@ -67,6 +66,16 @@ class PassContext:
         path = self.workdir / cid
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+    def val_macro_f1(self, cand) -> float:
+        """Validation macro-F1 of a finished candidate, run through its own backend (for gates and searches)."""
+        from ..backends import open_session
+        from ..evaluate import run_split
+        from ..metrics.classification import classification_metrics
+
+        with open_session(cand, threads=self.threads) as session:
+            logits = run_split(session, self.data.val)
+        return float(classification_metrics(self.data.val.y, logits.argmax(1), self.data.n_classes)["macro_f1"])
 
     def calibration_batches(self, batch_size: int = 1) -> list[dict]:
         split = self.data.calibration(self.calibration_size, self.seed)

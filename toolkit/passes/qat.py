@@ -59,19 +59,6 @@ class QatOptions(TrainOptions):
         return self
 
 
-def candidate_val_f1(ctx: PassContext, cand: Candidate) -> float:
-    """Validation macro-F1 of a finished candidate, through its backend (or the pipeline's evaluator)."""
-    if ctx.evaluate_f1 is not None:
-        return float(ctx.evaluate_f1(cand, "val"))
-    from ..backends import open_session
-    from ..evaluate import run_split
-    from ..metrics.classification import _macro_f1
-
-    with open_session(cand, threads=ctx.threads) as session:
-        logits = run_split(session, ctx.data.val)
-    return _macro_f1(ctx.data.val.y, logits.argmax(1), ctx.data.n_classes)
-
-
 def _gate(ctx: PassContext, parent: Candidate, opts: QatOptions) -> dict:
     tol = opts.tolerance if opts.tolerance is not None else float(ctx.device.budgets.max_macro_f1_drop)
     decision = {"when": opts.when, "ptq_candidate": opts.ptq_candidate, "tolerance": tol}
@@ -82,7 +69,7 @@ def _gate(ctx: PassContext, parent: Candidate, opts: QatOptions) -> dict:
                 raise UnsupportedError(f"skipped: PTQ candidate '{opts.ptq_candidate}' does not exist in this run "
                                        "(it failed, was skipped, or the id is wrong)")
             return decision
-        ref, got = candidate_val_f1(ctx, parent), candidate_val_f1(ctx, ptq)
+        ref, got = ctx.val_macro_f1(parent), ctx.val_macro_f1(ptq)
         decision.update({"fp32_val_macro_f1": round(ref, 6), "ptq_val_macro_f1": round(got, 6),
                          "ptq_val_drop": round(ref - got, 6)})
         if opts.when == "if_ptq_misses_gate" and ref - got <= tol:

@@ -90,18 +90,6 @@ def torch_val_f1(module, ctx: PassContext) -> float:
     return float(classification_metrics(ctx.data.val.y, np.concatenate(preds), ctx.data.n_classes, ctx.data.labels)["macro_f1"])
 
 
-def onnx_val_f1(path: Path, ctx: PassContext) -> float:
-    import onnxruntime as ort
-
-    from ..metrics.classification import classification_metrics
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = ctx.threads
-    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    pred = np.concatenate([sess.run(None, b)[0].argmax(1) for b in ctx.data.val.batches(64)])
-    return float(classification_metrics(ctx.data.val.y, pred, ctx.data.n_classes, ctx.data.labels)["macro_f1"])
-
-
 def save_quantized(module, ctx: PassContext, folder: Path, output: str) -> Path:
     """Re-export the converted (Q/DQ) module with the contract's dynamic axes; write .onnx (QDQ) or .pt2."""
     import torch
@@ -130,9 +118,9 @@ def save_quantized(module, ctx: PassContext, folder: Path, output: str) -> Path:
 
 def derive_quantized(parent: Candidate, ctx: PassContext, path: Path, engine: str, step: str, info: dict) -> Candidate:
     if path.suffix == ".onnx":
-        info = {**info, "val_macro_f1": round(onnx_val_f1(path, ctx), 4), "format": "QDQ"}
-        return parent.derive(id=path.parent.name, path=path, format="onnx", backend="onnxruntime", precision="int8",
+        made = parent.derive(id=path.parent.name, path=path, format="onnx", backend="onnxruntime", precision="int8",
                              engine=engine, step=step, runtime_options={}, info=info)
+        return made.derive(info={**info, "val_macro_f1": round(ctx.val_macro_f1(made), 4), "format": "QDQ"})
     return parent.derive(id=path.parent.name, path=path, format="torch", backend="torch", precision="int8", engine=engine,
                          step=step, runtime_options={"input_names": ctx.io.input_names}, info=info)
 
