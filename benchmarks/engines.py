@@ -67,23 +67,6 @@ def resnet18(num_classes: int = 10):
     return ResNet18()
 
 
-def resnet18_outlier(num_classes: int = 10):
-    """ResNet-18 with a two-layer head whose hidden unit k is scaled x2000 (and the next layer's column
-    divided by 2000): the same fp32 function, but a per-tensor int8 range on the head's activations
-    that crushes every other unit. Full int8 fails here; mixed precision must keep a layer in fp32."""
-    import torch
-    import torch.nn as nn
-
-    m = resnet18(num_classes)
-    m.fc = nn.Sequential(nn.Linear(512, 256), nn.ReLU(), nn.Linear(256, num_classes))
-    with torch.no_grad():
-        k = int(torch.argmax(m.fc[2].weight.abs().sum(0)))
-        m.fc[0].weight[k] *= 2000.0
-        m.fc[0].bias[k] *= 2000.0
-        m.fc[2].weight[:, k] /= 2000.0
-    return m
-
-
 def bert6(vocab: int = 8000, dim: int = 384, heads: int = 6, layers: int = 6, classes: int = 3):
     import torch
     import torch.nn as nn
@@ -126,7 +109,7 @@ def make_data(name: str, module, n: int = 96, seed: int = 0):
     from toolkit.data import Dataset, Split
 
     rng = np.random.default_rng(seed)
-    if name.startswith("resnet18"):
+    if name == "resnet18":
         inputs = {"x": rng.standard_normal((n, 3, 32, 32)).astype(np.float32)}
     else:
         ids = rng.integers(1, 8000, (n, 128)).astype(np.int64)
@@ -158,10 +141,6 @@ STEPS = [
 ]
 
 
-# The outlier model exists to show the mixed-precision plan; the other engines are measured on resnet18.
-OUTLIER_STEPS = {"onnx-fp32", "ort-int8-static", "mixed-int8"}
-
-
 def bench_model(name: str, threads: int, runs: int, workdir: Path, log) -> list[dict]:
     import torch
 
@@ -174,7 +153,7 @@ def bench_model(name: str, threads: int, runs: int, workdir: Path, log) -> list[
     from toolkit.passes.export import save_baseline
 
     torch.manual_seed(0)
-    module = {"resnet18": resnet18, "resnet18-outlier": resnet18_outlier, "bert6": bert6}[name]().eval()
+    module = (resnet18() if name == "resnet18" else bert6()).eval()
     data = make_data(name, module)
     io = modelio.from_data(data.val.inputs, data.n_classes)
     ctx = PassContext(workdir=workdir / name, data=data, io=io, device=load_device("x86-avx512"), seed=0,
@@ -184,8 +163,7 @@ def bench_model(name: str, threads: int, runs: int, workdir: Path, log) -> list[
     cands = {"baseline": save_baseline(ctx, module)}
     build_s = {"baseline": 0.0}
     errors = {}
-    steps = [st for st in STEPS if st[0] in OUTLIER_STEPS] if name == "resnet18-outlier" else STEPS
-    for cid, pname, src, opts in steps:
+    for cid, pname, src, opts in STEPS:
         if src not in cands:
             errors[cid] = f"its input {src} failed"
             continue
@@ -249,7 +227,7 @@ def write(rows: list[dict], meta: dict, out: Path) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", default="resnet18,bert6,resnet18-outlier")
+    ap.add_argument("--models", default="resnet18,bert6")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--runs", type=int, default=100)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
