@@ -49,8 +49,25 @@ def demo_run(tmp_path_factory):
     return toolkit.compress(None, device="jetson", out=out)
 
 
-class TinyEncoder:
-    """Factory namespace for a tiny transformer encoder taking input_ids + attention_mask."""
+def make_pass_ctx(workdir: Path, data, module, calibration_size: int = 100, device: str = "x86-avx512"):
+    """A PassContext over `data` for calling passes directly, with a quick bench profile."""
+    from toolkit import modelio
+    from toolkit.devices import load_device
+    from toolkit.passes import PassContext
+
+    dev = load_device(device)
+    dev = dev.model_copy(update={"bench": dev.bench.model_copy(update={"warmup": 2, "iterations": 10, "batch_sizes": [1]})})
+    return PassContext(workdir=workdir, data=data, io=modelio.from_data(data.val.inputs, data.n_classes), device=dev,
+                       seed=0, calibration_size=calibration_size, torch_module=module, threads=2, log=lambda m: None)
+
+
+@pytest.fixture(scope="module")
+def demo_ctx(tmp_path_factory, digits, demo_model):
+    """(PassContext on the demo, its torch fp32 baseline candidate), once per test module."""
+    from toolkit.passes.export import save_baseline
+
+    ctx = make_pass_ctx(tmp_path_factory.mktemp("ctx"), digits, demo_model.module)
+    return ctx, save_baseline(ctx, demo_model.module)
 
 
 def tiny_encoder(vocab: int = 50, dim: int = 32, classes: int = 3, layers: int = 2):

@@ -7,18 +7,8 @@ TOL = 0.01
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory, digits, demo_model):
-    from toolkit import modelio
-    from toolkit.devices import load_device
-    from toolkit.passes import PassContext
-    from toolkit.passes.export import save_baseline
-
-    dev = load_device("x86-avx512")
-    dev = dev.model_copy(update={"bench": dev.bench.model_copy(update={"warmup": 2, "iterations": 10, "batch_sizes": [1]})})
-    ctx = PassContext(workdir=tmp_path_factory.mktemp("pt2e"), data=digits,
-                      io=modelio.from_data(digits.val.inputs, digits.n_classes), device=dev, seed=0,
-                      calibration_size=100, torch_module=demo_model.module, threads=2, log=lambda m: None)
-    return ctx, save_baseline(ctx, demo_model.module)
+def setup(demo_ctx):
+    return demo_ctx
 
 
 def test_pt2e_int8_onnx_runs_within_tolerance(setup, digits):
