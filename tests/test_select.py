@@ -41,3 +41,11 @@ def test_speed_key_can_be_the_target_estimate():
     assert select(items, 0.15, "latency_p95_ms")[0] == "fp16"
     sel, why, rule = select(items, 0.15, "target_estimate_ms")
     assert sel == "int8" and "roofline" in rule
+
+
+def test_float_noise_in_f1_is_not_a_trade_off():
+    # fp32 "wins" on F1 by 1e-6 (float noise from one flipped tie) but is larger and slower: not on the front
+    items = [Scored("fp32", "fp32", _m(4, 1.0, 0.980801)), Scored("int8", "int8", _m(1, 0.5, 0.980800))]
+    assert pareto_front(items) == {"int8"}
+    items = [Scored("fp32", "fp32", _m(4, 1.0, 0.985)), Scored("int8", "int8", _m(1, 0.5, 0.980))]
+    assert pareto_front(items) == {"fp32", "int8"}  # a real F1 difference is a trade-off

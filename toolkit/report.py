@@ -56,7 +56,7 @@ def plot_tradeoff(rows: list[dict], selected: str | None, path: Path) -> None:
     ys = [r["metrics"]["size_mb"] for r in rows]
     f1 = [r["metrics"]["macro_f1"] for r in rows]
     sc = ax.scatter(xs, ys, c=f1, cmap="viridis", s=70, zorder=3)
-    fig.colorbar(sc, ax=ax, label="macro-F1 (test)")
+    fig.colorbar(sc, ax=ax, label="macro-F1 (test)", format="%.4f")
     for r, x, y in zip(rows, xs, ys):
         if r.get("on_front"):
             ax.scatter([x], [y], s=230, facecolors="none", edgecolors="tab:red", linewidths=1.5, zorder=2)
