@@ -5,6 +5,8 @@ import json
 import platform
 import shutil
 import statistics
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -85,15 +87,22 @@ def test_nightly_flags_a_slower_run(tmp_path):
         assert row["threads"] == threads
         return row["latency_p50_ms"]
 
-    # On a quiet 2-core host 2 threads are ~1.8x faster than 1; on a shared, oversubscribed one the
+    # On a quiet 2-core host 2 threads are ~1.5-1.8x faster than 1; on a shared, oversubscribed one the
     # spinning second thread can make 2 threads the slower setting. Probe (not recorded) which it is now.
     probe = {t: bench_once(t, record=False) for t in (1, 2)}
     fast_threads, slow_threads = sorted(probe, key=probe.get)
-    if probe[slow_threads] < 1.5 * probe[fast_threads]:
-        pytest.skip(f"1 vs 2 threads are not clearly different on this host right now: {probe} ms")
     fast = [bench_once(fast_threads) for _ in range(3)]
     shutil.copy(db, tmp_path / "quiet.db")  # the same history without the slow night
-    slow = bench_once(slow_threads)  # the same model and batch, the slower thread count: slower on purpose
+    # The slow night, on purpose: the slower thread count on a machine whose cores are busy with other
+    # work (two spinning processes, bounded to this one bench call): what a noisy neighbour does to CI.
+    hogs = [subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 120\nwhile time.time() < end: pass"])
+            for _ in range(2)]
+    try:
+        slow = bench_once(slow_threads)
+    finally:
+        for h in hogs:
+            h.kill()
+            h.wait()
     print(f"nightly: fast {fast_threads} threads p50 {fast} ms, slow {slow_threads} threads p50 {slow} ms")
     assert len(history.runs(db)) == 4
 
