@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -132,8 +131,3 @@ def text_model_files(tmp_path):
     weights = tmp_path / "encoder.safetensors"
     save_file({k: v.contiguous() for k, v in model.eval().state_dict().items()}, str(weights))
     return weights, "tests.conftest:tiny_encoder", data
-
-
-def copy_tree(src: Path, dst: Path) -> Path:
-    shutil.copytree(src, dst)
-    return dst

@@ -23,14 +23,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
 from .candidate import Candidate
+from .data import file_sha256
 from .errors import ConfigError, DataError, OptkitError, UnsupportedError
+from .host import rss_mb, usable_cores
 
 ARTIFACT_SUFFIXES = {".onnx": "onnx", ".xml": "openvino", ".pt2": "torch"}
 BACKEND_NAMES = ("onnxruntime", "openvino", "torch", "tensorrt")
@@ -43,31 +44,12 @@ SEED = 0
 
 
 # --------------------------------------------------------------------------- small helpers
-def _rss_mb() -> float:
-    import psutil
-
-    return psutil.Process().memory_info().rss / 1e6
-
-
 def _sha256(files: list[Path]) -> str:
     """sha256 of one file, or of the files' sha256s in name order (OpenVINO IR is .xml + .bin)."""
-    digests = []
-    for f in sorted(files):
-        h = hashlib.sha256()
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-        digests.append(h.hexdigest())
+    digests = [file_sha256(f) for f in sorted(files)]
     if len(digests) == 1:
         return digests[0]
     return hashlib.sha256("".join(digests).encode()).hexdigest()
-
-
-def _host_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 def _synth(shape: list[int | None], dtype: np.dtype, rng: np.random.Generator) -> np.ndarray:
@@ -318,17 +300,17 @@ def _time_pair(item: _Item, backend: str, options: dict, device, threads: int, b
 
     b = device.bench
     cand = item.candidate.derive(backend=backend, runtime_options={**item.candidate.runtime_options, **options})
-    rss0 = _rss_mb()
+    rss0 = rss_mb()
     peak = rss0
     measured = []
     with open_session(cand, threads=threads) as session:
-        peak = max(peak, _rss_mb())
+        peak = max(peak, rss_mb())
         for batch in batch_sizes:
             feeds = item.feeds if batch == 1 else tile_batch(item.feeds, batch)
             warmup, iters = (b.warmup, b.iterations) if batch == 1 else (max(3, b.warmup // 4), max(20, b.iterations // 10))
             stats = measure_latency(session, feeds, warmup, iters)
             measured.append((batch, stats))
-            peak = max(peak, _rss_mb())
+            peak = max(peak, rss_mb())
         described = session.describe()
     runtime = described.get("runtime") or described.get("tensorrt_version") or backend
     precision = _precision_label(item, backend, described)
@@ -399,7 +381,7 @@ def bench(paths: list[Path], device: str, threads: int | None = None, history: P
             raise ConfigError(f"{history}: folder {history.parent} does not exist; create it first")
     items = _collect([Path(p) for p in paths])
 
-    cores = _host_cores()
+    cores = usable_cores()
     requested = threads if threads is not None else prof.bench.threads
     used_threads = max(1, min(requested, cores))
     stand_in_for = None if prof.host_is_device() else prof.name

@@ -30,16 +30,3 @@ class Candidate:
         folder = self.path.parent
         stem = self.path.stem
         return sorted(p for p in folder.iterdir() if p.is_file() and (p.stem == stem or p.name.startswith(stem + ".")))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "path": str(self.path),
-            "format": self.format,
-            "precision": self.precision,
-            "backend": self.backend,
-            "engine": self.engine,
-            "lineage": list(self.lineage),
-            "runtime_options": dict(self.runtime_options),
-            "info": self.info,
-        }

@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 
 import numpy as np
 
 from .backends import open_session
 from .candidate import Candidate
 from .data import Dataset, Split
-from .host import host_label
+from .host import host_label, rss_mb, usable_cores
 from .metrics import calibration as cal
 from .metrics import classification as cls
 from .metrics import thresholds as thr
@@ -31,22 +30,16 @@ def run_split(session, split: Split, batch: int = EVAL_BATCH) -> np.ndarray:
     return np.concatenate([session.infer(b) for b in split.batches(batch)]).astype(np.float32)
 
 
-def _rss_mb() -> float:
-    import psutil
-
-    return psutil.Process().memory_info().rss / 1e6
-
-
 def effective_threads(device) -> int:
     """The profile's threads, capped at this host's cores (a stand-in cannot use cores it does not have)."""
-    return max(1, min(device.bench.threads, os.cpu_count() or 1))
+    return max(1, min(device.bench.threads, usable_cores()))
 
 
 def evaluate(candidate: Candidate, data: Dataset, device, baseline: Outputs | None, threshold_metric: str = "f1",
              seed: int = 0) -> tuple[dict, dict, Outputs]:
     """Returns (metrics, measured_on, outputs)."""
     threads = effective_threads(device)
-    rss0 = _rss_mb()
+    rss0 = rss_mb()
     with open_session(candidate, threads=threads) as session:
         outputs = Outputs(val=run_split(session, data.val), test=run_split(session, data.test))
         one = {k: v[:1] for k, v in data.test.inputs.items()}
@@ -54,7 +47,7 @@ def evaluate(candidate: Candidate, data: Dataset, device, baseline: Outputs | No
         throughput = [measure_throughput(session, tile_batch(one, b), b, max(3, device.bench.warmup // 4),
                                          max(20, device.bench.iterations // 10))
                       for b in device.bench.batch_sizes if b > 1]
-        rss_growth = max(0.0, _rss_mb() - rss0)
+        rss_growth = max(0.0, rss_mb() - rss0)
         described = session.describe()
 
     y_test, n = data.test.y, data.n_classes

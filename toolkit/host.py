@@ -27,6 +27,21 @@ def host() -> dict:
             "python": platform.python_version()}
 
 
+def usable_cores() -> int:
+    """Cores this process may run on (affinity/cgroup aware where the OS says), not the machine's total."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def rss_mb() -> float:
+    """Resident memory of this process, MB (10^6 bytes)."""
+    import psutil
+
+    return psutil.Process().memory_info().rss / 1e6
+
+
 def host_label() -> str:
     h = host()
     return f"{h['cpu']} ({h['arch']}, {h['cores']} cores)"

@@ -6,17 +6,12 @@ import pytest
 TOL = 0.01
 
 
-@pytest.fixture(scope="module")
-def setup(demo_ctx):
-    return demo_ctx
-
-
-def test_inc_autotune_int8_within_tolerance(setup, digits):
+def test_inc_autotune_int8_within_tolerance(demo_ctx, digits):
     pytest.importorskip("neural_compressor")
     from toolkit.evaluate import evaluate
     from toolkit.passes.quantize_inc import IncOptions, inc_ptq
 
-    ctx, base = setup
+    ctx, base = demo_ctx
     cand = inc_ptq(ctx, base, IncOptions(tuning=True, tolerance=TOL), "inc-int8")
     assert cand.engine == "inc" and cand.precision == "int8" and cand.format == "onnx"
     trials = cand.info["trials"]
@@ -27,12 +22,12 @@ def test_inc_autotune_int8_within_tolerance(setup, digits):
     assert base_m["macro_f1"] - m["macro_f1"] <= TOL
 
 
-def test_inc_without_tuning_from_an_exported_archive(setup):
+def test_inc_without_tuning_from_an_exported_archive(demo_ctx):
     """A parent that is not the baseline goes through the .pt2 archive (INC's .eval() is bypassed)."""
     pytest.importorskip("neural_compressor")
     from toolkit.passes.quantize_inc import IncOptions, inc_ptq
 
-    ctx, base = setup
+    ctx, base = demo_ctx
     child = base.derive(id="copy", step="noop")
     cand = inc_ptq(ctx, child, IncOptions(tuning=False), "inc-static")
     assert cand.info["tuning"] == "none" and cand.info["val_macro_f1"] >= cand.info["fp32_val_macro_f1"] - TOL

@@ -6,17 +6,12 @@ import pytest
 TOL = 0.01
 
 
-@pytest.fixture(scope="module")
-def setup(demo_ctx):
-    return demo_ctx
-
-
-def test_pt2e_int8_onnx_runs_within_tolerance(setup, digits):
+def test_pt2e_int8_onnx_runs_within_tolerance(demo_ctx, digits):
     pytest.importorskip("torchao")
     from toolkit.evaluate import evaluate
     from toolkit.passes.quantize_pt2e import Pt2eOptions, pt2e_ptq
 
-    ctx, base = setup
+    ctx, base = demo_ctx
     cand = pt2e_ptq(ctx, base, Pt2eOptions(), "pt2e-int8")
     assert cand.engine == "pt2e" and cand.precision == "int8" and cand.format == "onnx"
     assert cand.info["quantizer"] == "X86InductorQuantizer"
@@ -29,12 +24,12 @@ def test_pt2e_int8_onnx_runs_within_tolerance(setup, digits):
     assert base_m["macro_f1"] - m["macro_f1"] <= TOL
 
 
-def test_pt2e_torch_output_loads_back(setup):
+def test_pt2e_torch_output_loads_back(demo_ctx):
     pytest.importorskip("torchao")
     from toolkit.backends import open_session
     from toolkit.passes.quantize_pt2e import Pt2eOptions, pt2e_ptq
 
-    ctx, base = setup
+    ctx, base = demo_ctx
     cand = pt2e_ptq(ctx, base, Pt2eOptions(output="torch"), "pt2e-torch")
     assert cand.format == "torch" and cand.path.suffix == ".pt2"
     with open_session(cand, threads=1) as s:
@@ -42,12 +37,12 @@ def test_pt2e_torch_output_loads_back(setup):
     assert out.shape == (3, ctx.data.n_classes)
 
 
-def test_arm_quantizer_is_picked_for_arm_targets(setup):
+def test_arm_quantizer_is_picked_for_arm_targets(demo_ctx):
     pytest.importorskip("torchao")
     from toolkit.devices import load_device
     from toolkit.passes.quantize_pt2e import pick_quantizer
 
-    ctx, _ = setup
+    ctx, _ = demo_ctx
     arm = ctx.device.model_copy(update={"arch": "aarch64"})
     ctx2 = type(ctx)(**{**ctx.__dict__, "device": arm})
     assert pick_quantizer("auto", ctx2)[1] == "ArmInductorQuantizer"
