@@ -83,7 +83,7 @@ class _ModuleSession:
 
 
 def _session_for(artifact: Path, names: list[str], model_factory: str | None, trust_checkpoint: bool,
-                 threads: int) -> tuple[Callable[[], Any], dict]:
+                 threads: int, output: str | None = None) -> tuple[Callable[[], Any], dict]:
     """(a zero-argument opener of a session, facts about the artifact) for any file optkit can run."""
     from . import intake
     from .backends import session_class
@@ -103,10 +103,15 @@ def _session_for(artifact: Path, names: list[str], model_factory: str | None, tr
     loaded = intake.load(artifact, factory=model_factory, trust_checkpoint=trust_checkpoint)
     info = {"path": str(artifact), "format": loaded.kind, "sha256": loaded.sha256}
     if loaded.kind == "onnx":
+        from .model_check import choose_onnx_output
+
         cand = Candidate(id=artifact.stem, path=artifact, format="onnx", precision="fp32", backend="onnxruntime",
-                         lineage=("given",))
+                         lineage=("given",), runtime_options={"output": choose_onnx_output(artifact, output)})
         return (lambda: session_class("onnxruntime")(cand, threads=threads)), info
-    return (lambda: _ModuleSession(loaded.module, names, threads)), info
+    from .model_check import select_module
+
+    module = select_module(loaded.module, output, log_probs=False)  # dict/tuple outputs: the logits only
+    return (lambda: _ModuleSession(module, names, threads)), info
 
 
 def run_logits(open_session: Callable[[], Any], dataset) -> tuple[np.ndarray, np.ndarray, dict]:
@@ -135,11 +140,16 @@ def run_logits(open_session: Callable[[], Any], dataset) -> tuple[np.ndarray, np
 
 
 def artifact_logits(artifact: str | Path, dataset, model_factory: str | None = None, trust_checkpoint: bool = False,
-                    threads: int | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
+                    threads: int | None = None, output: str | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
     """(validation logits, test logits, what ran: file facts + backend, runtime, threads) for any runnable artifact."""
     threads = int(threads or max(1, min(4, os.cpu_count() or 1)))
-    opener, info = _session_for(Path(artifact), dataset.input_names, model_factory, trust_checkpoint, threads)
+    opener, info = _session_for(Path(artifact), dataset.input_names, model_factory, trust_checkpoint, threads, output)
     val, test, described = run_logits(opener, dataset)
+    from .model_check import is_probabilities, to_logits
+
+    if is_probabilities(val) and is_probabilities(test):  # log(p): exact for temperature scaling (model_check)
+        val, test = to_logits(val), to_logits(test)
+        info["outputs"] = "probabilities: log(p) used as logits"
     return val, test, {**info, **described, "measured_on": "this host"}
 
 
@@ -329,7 +339,7 @@ def render_markdown(r: dict) -> str:
 # ----------------------------------------------------------------------------- entry point
 def calibrate(artifact: str | Path, data: str | Path, metric: str = "f1", out: str | Path | None = None,
               model_factory: str | None = None, trust_checkpoint: bool = False, threads: int | None = None,
-              overwrite: bool = False, seed: int = 0) -> dict:
+              overwrite: bool = False, seed: int = 0, output: str | None = None) -> dict:
     """Run ARTIFACT on DATA's validation and test splits and write the calibration section into `out`.
 
     Returns the calibration.json content plus "out" (the folder written). Everything is validated
@@ -345,12 +355,15 @@ def calibrate(artifact: str | Path, data: str | Path, metric: str = "f1", out: s
         raise ConfigError(f"--threads must be >= 1, got {threads}")
     check_target(out, overwrite)
     dataset = load_npz(data, seed=seed)
-    logits_val, logits_test, info = artifact_logits(artifact, dataset, model_factory, trust_checkpoint, threads)
+    logits_val, logits_test, info = artifact_logits(artifact, dataset, model_factory, trust_checkpoint, threads, output)
 
     r = calibration_report(logits_val, dataset.val.y, logits_test, dataset.test.y, metric, dataset.labels,
                            dataset.test.slices, seed=seed)
     r = {"artifact": info,
          "data": {"name": dataset.name, "path": str(data), "sha256": dataset.sha256}, **r}
+    if "outputs" in info:
+        r["notes"].insert(0, "the model outputs probabilities; log(p) is used as logits (exact for temperature scaling)")
+    r["notes"][:0] = list(dataset.notes)
     with staged(out, overwrite) as stage:
         r["plots"] = _plot(stage, r, Path(artifact).name)
         curves = r.pop("_curves")

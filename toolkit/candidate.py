@@ -29,4 +29,13 @@ class Candidate:
         """Every file that makes up the artifact (OpenVINO IR is .xml + .bin, ONNX may have external data)."""
         folder = self.path.parent
         stem = self.path.stem
-        return sorted(p for p in folder.iterdir() if p.is_file() and (p.stem == stem or p.name.startswith(stem + ".")))
+        files = {p for p in folder.iterdir() if p.is_file() and (p.stem == stem or p.name.startswith(stem + "."))}
+        if self.format == "onnx" and self.path.is_file():
+            # external data may have any name (weights.bin); a model without its weights is not the artifact
+            from .model_check import onnx_external_files
+
+            try:
+                files.update(p for p in onnx_external_files(self.path) if p.is_file())
+            except Exception:  # an unparsable file is reported by whoever opens it, not while listing it
+                pass
+        return sorted(files)

@@ -108,6 +108,7 @@ def compress(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --out folder."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run into the same --out, reusing its verified finished stages."),
     threshold_metric: str = typer.Option("f1", "--threshold-metric", help="f1 | youden | balanced | precision@X | recall@X"),
+    output: Optional[str] = typer.Option(None, "--output", help="Which model output holds the logits (dict key, ONNX output name, tuple position); default: the single output, else 'logits'."),
     as_json: bool = typer.Option(False, "--json", help="Print report.json instead of tables."),
 ) -> None:
     """Compress a checkpoint for a device: candidates, calibration, benchmarks, selection, report and bundle."""
@@ -123,7 +124,8 @@ def compress(
         with quiet:
             result = run_compress(checkpoint, device=device, recipe=recipe, data=data, out=out, model_factory=model_factory,
                                   trust_checkpoint=trust_checkpoint, seed=seed, overwrite=overwrite,
-                                  threshold_metric=threshold_metric, progress=progress, resume=resume)
+                                  threshold_metric=threshold_metric, progress=progress, resume=resume,
+                                  output=output)
     except OptkitError as exc:
         progress.close()
         _fail(exc)
@@ -282,13 +284,14 @@ def calibrate(
     threads: Optional[int] = typer.Option(None, "--threads", help="Inference threads (default: up to 4)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --out folder."),
     as_json: bool = typer.Option(False, "--json", help="Print calibration.json instead of tables."),
+    output: Optional[str] = typer.Option(None, "--output", help="Which model output holds the logits (dict key, ONNX output name, tuple position)."),
 ) -> None:
     """Calibration of one artifact: ECE/NLL/Brier before and after temperature, thresholds, slices, plots."""
     from .calibrate import calibrate as run_calibrate
 
     try:
         r = run_calibrate(artifact, data, metric=metric, out=out, model_factory=model_factory,
-                          trust_checkpoint=trust_checkpoint, threads=threads, overwrite=overwrite)
+                          trust_checkpoint=trust_checkpoint, threads=threads, overwrite=overwrite, output=output)
     except OptkitError as exc:
         _fail(exc)
     if as_json:

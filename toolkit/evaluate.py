@@ -14,6 +14,7 @@ from .metrics import classification as cls
 from .metrics import thresholds as thr
 from .metrics.latency import measure_latency, measure_throughput, tile_batch
 from .metrics.size import size_mb
+from .model_check import check_finite
 
 EVAL_BATCH = 64
 
@@ -42,6 +43,8 @@ def evaluate(candidate: Candidate, data: Dataset, device, baseline: Outputs | No
     rss0 = rss_mb()
     with open_session(candidate, threads=threads) as session:
         outputs = Outputs(val=run_split(session, data.val), test=run_split(session, data.test))
+        for split, z in (("validation", outputs.val), ("test", outputs.test)):  # e.g. fp16 overflow on some rows
+            check_finite(z, split, f"candidate {candidate.id} ({candidate.path.name})")
         one = {k: v[:1] for k, v in data.test.inputs.items()}
         latency = measure_latency(session, one, device.bench.warmup, device.bench.iterations)
         throughput = [measure_throughput(session, tile_batch(one, b), b, max(3, device.bench.warmup // 4),

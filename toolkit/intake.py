@@ -30,6 +30,8 @@ class LoadedModel:
     onnx_path: Path | None = None
     factory: str | None = None
     notes: list[str] = dataclasses.field(default_factory=list)
+    onnx_output: str | None = None  # the ONNX output holding the logits (the run's baseline keeps only it)
+    probabilities: bool = False     # the model ends in softmax: runs use log(p) as logits (toolkit.model_check)
 
     @property
     def is_builtin(self) -> bool:
@@ -184,11 +186,24 @@ def load(source: str | Path | None, factory: str | None = None, trust_checkpoint
     if suffix == ".onnx":
         import onnx
 
+        from .model_check import check_onnx_domains, onnx_external_files
+
         check_onnx_external_data(path)
+        external = onnx_external_files(path)
+        missing = [p.name for p in external if not p.is_file()]
+        if missing:
+            raise CheckpointError(f"{path}: its external data file {missing[0]} is missing; keep the files "
+                                  "torch.onnx.export wrote (model.onnx + model.onnx.data) together")
         try:
             onnx.checker.check_model(str(path))
         except Exception as exc:
             raise CheckpointError(f"{path}: invalid ONNX model ({str(exc).splitlines()[0]}); re-export it") from exc
+        check_onnx_domains(path)
+        if external:  # the weights live in the external files: the model's identity covers them too
+            import hashlib
+
+            parts = [sha, *(f"{p.name}:{file_sha256(p)}" for p in external)]
+            sha = hashlib.sha256("\n".join(parts).encode()).hexdigest()
         return LoadedModel(source=str(path), kind="onnx", sha256=sha, onnx_path=path)
     if suffix == ".pt2":
         program = _load_pt2(path)

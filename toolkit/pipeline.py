@@ -217,23 +217,25 @@ class RunResult:
         return self.report.get("selected")
 
 
-def _load_data(data: str | Path | None, loaded, seed: int) -> Dataset:
+def _load_data(data: str | Path | None, checkpoint, seed: int) -> Dataset:
+    """The data, checked completely; called before the checkpoint is loaded so a data mistake fails first."""
     from .errors import DataError
 
     if data is not None:
         return load_npz(Path(data), seed=seed)
-    if loaded.is_builtin:
+    if checkpoint is None or str(checkpoint).startswith("builtin:"):
         from .demo import digits_dataset
 
         return digits_dataset()
-    raise DataError(f"{loaded.source}: no data given; pass --data data.npz (y = labels, inputs named as the model's inputs)")
+    raise DataError(f"{checkpoint}: no data given; pass --data data.npz (y = labels, inputs named as the model's inputs)")
 
 
 def compress(checkpoint: str | Path | None = None, *, device: str = "jetson-orin-nano", recipe: str | Path | None = None,
              data: str | Path | None = None, out: str | Path | None = None, model_factory: str | None = None,
              trust_checkpoint: bool = False, seed: int | None = None, overwrite: bool = False,
-             threshold_metric: str = "f1", progress: Progress | None = None, resume: bool = False) -> RunResult:
-    from . import intake, modelio
+             threshold_metric: str = "f1", progress: Progress | None = None, resume: bool = False,
+             output: str | None = None) -> RunResult:
+    from . import intake
     from .outputs import check_target, staged
 
     progress = progress or Progress()
@@ -254,10 +256,12 @@ def compress(checkpoint: str | Path | None = None, *, device: str = "jetson-orin
     out_path = Path(out) if out else None
     if out_path is not None:
         check_target(out_path, overwrite)
+    dataset = _load_data(data, checkpoint, seed)  # before the checkpoint: a missing or bad --data fails first
     loaded = intake.load(checkpoint, factory=model_factory, trust_checkpoint=trust_checkpoint)
-    dataset = _load_data(data, loaded, seed)
-    io = modelio.from_data(_in_forward_order(loaded, dataset), dataset.n_classes)
-    _check_model_fits(loaded, dataset, io)
+    known_notes = len(loaded.notes)
+    loaded, dataset, io = _check_model_fits(loaded, dataset, output)
+    for note in (*dataset.notes, *loaded.notes[known_notes:]):  # what the checks found: said once, kept in the report
+        progress.log(f"note: {note}")
     timings["intake_s"] = round(time.time() - t_start, 2)
     run_id = time.strftime("%Y%m%d-%H%M%S") + f"-{prof.name}-{loaded.sha256[:8]}"
     out_path = out_path or Path("runs") / run_id
@@ -399,42 +403,28 @@ def _in_forward_order(loaded, dataset: Dataset) -> dict:
     return {n: inputs[n] for n in params if n in inputs}
 
 
-def _check_model_fits(loaded, dataset: Dataset, io) -> None:
-    """The data's inputs must be the model's inputs (names for ONNX, arity for torch)."""
-    from .errors import DataError
+def _check_model_fits(loaded, dataset: Dataset, output: str | None = None):
+    """(loaded, dataset, io) once the checkpoint is checked against the data, before any slow step.
+
+    ONNX inputs: names, ranks, fixed dims, dtypes (cast where exact); torch: forward() names. Then a probe
+    of validation rows checks the outputs (which one, probabilities, finite, width): toolkit.model_check.
+    """
+    from . import model_check, modelio
 
     if loaded.kind == "onnx":
-        import onnx
-
-        model = onnx.load(str(loaded.onnx_path), load_external_data=False)
-        init = {i.name for i in model.graph.initializer}
-        names = [i.name for i in model.graph.input if i.name not in init]
-        if sorted(names) != sorted(io.input_names):
-            raise DataError(f"{dataset.name}: inputs {io.input_names} do not match the model's inputs {names}; "
-                            "name the .npz arrays after the model inputs")
-        return
-    import numpy as np
-    import torch
-
-    feeds = [torch.from_numpy(np.ascontiguousarray(dataset.val.inputs[n][:2])) for n in io.input_names]
-    try:
-        with torch.inference_mode():
-            out = loaded.module(*feeds)
-    except Exception as exc:
-        shapes = ", ".join(f"{n} {tuple(dataset.val.inputs[n].shape[1:])} {dataset.val.inputs[n].dtype}" for n in io.input_names)
-        raise DataError(f"{dataset.name}: the model does not accept the data's inputs ({shapes}): "
-                        f"{' '.join(str(exc).split())[:200]}; check the input names, shapes and dtypes") from exc
-    out = out[0] if isinstance(out, (tuple, list)) else out
-    if out.ndim != 2 or out.shape[1] != dataset.n_classes:
-        raise DataError(f"{dataset.name}: the model outputs shape {tuple(out.shape)} but the data has "
-                        f"{dataset.n_classes} classes; logits must be (batch, n_classes)")
+        dataset = model_check.fit_onnx_inputs(loaded.onnx_path, dataset)
+    io = modelio.from_data(_in_forward_order(loaded, dataset), dataset.n_classes)
+    loaded, _ = model_check.fit_outputs(loaded, dataset, io, output)
+    return loaded, dataset, io
 
 
 def _baseline(ctx: PassContext, loaded) -> Candidate:
     if loaded.kind == "onnx":
         folder = ctx.folder("onnx-fp32")
         path = folder / "model.onnx"
-        shutil.copy2(loaded.onnx_path, path)
+        from .model_check import write_onnx_baseline
+
+        write_onnx_baseline(loaded, path)  # with its external data, the logits output only
         return Candidate(id="onnx-fp32", path=path, format="onnx", precision="fp32", backend="onnxruntime",
                          lineage=("baseline",))
     from .passes.export import save_baseline
@@ -527,8 +517,10 @@ def _report_object(run_id, loaded, dataset, prof, rec, the_plan, rows, selected,
         "selected": selected,
         "baseline": baseline_id,
         "selection": {"rule": rule, "objectives": ["size_mb (min)", "latency_p95_ms (min)", "macro_f1 (max)"]},
-        "model": {"source": loaded.source, "sha256": loaded.sha256, "kind": loaded.kind, "notes": loaded.notes},
+        "model": {"source": loaded.source, "sha256": loaded.sha256, "kind": loaded.kind, "notes": loaded.notes,
+                  "outputs": "probabilities (log(p) used as logits)" if loaded.probabilities else "logits"},
         "data": {"name": dataset.name, "sha256": dataset.sha256, "labels": dataset.labels, "n_val": len(dataset.val),
+                 "notes": list(dataset.notes),
                  "n_test": len(dataset.test), "n_train": len(dataset.train) if dataset.train else 0,
                  "preprocessing": dataset.preprocessing},
         "device": prof.model_dump(),

@@ -25,10 +25,12 @@ class OrtSession(Session):
         providers = self.candidate.runtime_options.get("providers") or ["CPUExecutionProvider"]
         self._sess = ort.InferenceSession(str(self.candidate.path), opts, providers=providers)
         self._inputs = {i.name: i.type for i in self._sess.get_inputs()}
+        # a model with several outputs: the one holding the logits (`--output`), else the first
+        self._outputs = [self.candidate.runtime_options["output"]] if self.candidate.runtime_options.get("output") else None
         self._version = ort.__version__
 
     def infer(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        return np.asarray(self._sess.run(None, {k: feeds[k] for k in self._inputs})[0], dtype=np.float32)
+        return np.asarray(self._sess.run(self._outputs, {k: feeds[k] for k in self._inputs})[0], dtype=np.float32)
 
     def close(self) -> None:
         self._sess = None

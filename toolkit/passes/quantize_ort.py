@@ -28,9 +28,19 @@ class OrtDynamicOptions(BaseModel):
 
 def preprocess(src, dst) -> None:
     """ORT's recommended pre-processing (shape inference + graph cleanup) before quantizing."""
+    from pathlib import Path
+
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
+    from ..model_check import onnx_external_files
+
+    source = str(src)
+    if onnx_external_files(Path(src)):
+        import onnx
+
+        # in memory with its weights: ORT's temporary copies of a path would lose the external data file
+        source = onnx.load(str(src))
+    quant_pre_process(source, str(dst), skip_symbolic_shape=True)
 
 
 class _Reader:
