@@ -85,7 +85,8 @@ def test_bundle_verifies_and_catches_a_flipped_byte(demo_run, tmp_path):
 
 
 def test_verify_catches_wrong_expected_outputs(demo_run, tmp_path):
-    """A bundle whose hashes are consistent but whose fixtures lie is still caught by re-running them."""
+    """A bundle whose hashes (and manifest digest) are consistent but whose fixtures lie is still caught by re-running them."""
+    from toolkit.bundle_manifest import seal
     from toolkit.data import file_sha256
 
     bundle = shutil.copytree(demo_run.run_dir / "bundle", tmp_path / "b")
@@ -94,7 +95,7 @@ def test_verify_catches_wrong_expected_outputs(demo_run, tmp_path):
     np.savez(bundle / "fixtures" / "expected.npz", **exp)
     manifest = json.loads((bundle / "manifest.json").read_text())
     manifest["sha256"]["fixtures/expected.npz"] = file_sha256(bundle / "fixtures" / "expected.npz")
-    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    (bundle / "manifest.json").write_text(json.dumps(seal(manifest)))
     with pytest.raises(GateFailed, match="fixture outputs differ"):
         toolkit.verify(bundle)
 

@@ -17,8 +17,15 @@ def compress(*args, **kwargs):
     return _compress(*args, **kwargs)
 
 
-def verify(folder):
+def verify(folder, **kwargs):
     """See toolkit.bundle.verify (the same function `optkit verify` calls)."""
     from .bundle import verify as _verify
 
-    return _verify(folder)
+    return _verify(folder, **kwargs)
+
+
+def sign(folder, key, **kwargs):
+    """See toolkit.signing.sign (the same function `optkit sign` calls; needs optkit[sign])."""
+    from .signing import sign as _sign
+
+    return _sign(folder, key, **kwargs)

@@ -1,23 +1,25 @@
 """The integrator bundle: model files, manifest (I/O contract, confidence semantics, hashes), card, fixtures.
 
-`verify(DIR)` re-hashes every file and re-runs the fixtures through the manifest's backend.
+`verify(DIR)` proves the bundle is what was sealed (see bundle_manifest: the manifest's own digest, path rules, a
+walk that sees every entry, every file's sha256), optionally checks an OpenSSF model-signing signature
+(`public_key=`, see signing.py), then re-runs the fixtures through the manifest's backend.
 """
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .bundle_manifest import ENGINE_DIR, FORMAT_VERSION, MANIFEST, SIGNATURE, Manifest, load_manifest, seal, show, walk
 from .candidate import Candidate
 from .data import file_sha256
 from .errors import GateFailed
 
-MANIFEST = "manifest.json"
 FIXTURE_ROWS = 8
-FORMAT_VERSION = 1
 
 
 def _tolerances(precision: str, logits: np.ndarray) -> dict:
@@ -75,16 +77,42 @@ def write_bundle(folder: Path, cand: Candidate, report: dict, dataset, outputs, 
                      **_tolerances(cand.precision, logits)},
     }
     if build is not None:
-        # Targets that build their own engines get the exact command, run next to model/ on the device.
+        # Targets that build their own engines get the exact command, run from model/ on the device.
         script = folder / "build_engine.sh"
-        script.write_text(f"#!/bin/sh\n# Build the TensorRT engine {build['where']} (needs trtexec from TensorRT/JetPack).\n"
-                          f"set -e\ncd \"$(dirname \"$0\")/model\"\n{build['command']}\n")
+        script.write_text(build_script(build))
         script.chmod(0o755)
-        manifest["build"] = {**build, "script": "build_engine.sh"}
+        manifest["build"] = {**build, "script": "build_engine.sh", "engine_dir": ENGINE_DIR}
     (folder / "MODEL_CARD.md").write_text(_model_card(manifest, report, row))
-    manifest["sha256"] = {str(p.relative_to(folder)): file_sha256(p) for p in sorted(folder.rglob("*")) if p.is_file()}
-    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
+    manifest["sha256"] = {p.relative_to(folder).as_posix(): file_sha256(p) for p in sorted(folder.rglob("*")) if p.is_file()}
+    (folder / MANIFEST).write_text(json.dumps(seal(manifest), indent=2, ensure_ascii=False))
     return {"path": "bundle", "candidate": cand.id}
+
+
+def build_script(build: dict) -> str:
+    """build_engine.sh: runs the manifest's trtexec command from model/, writing engine and timing cache to OUT_DIR.
+
+    The outputs never go into model/ (hashed by the manifest: a new file there would fail verify) nor anywhere else in
+    the bundle but engine/, the one folder verify allows unlisted in a bundle with a `build` section — an engine is
+    built on the device, so no hash written here can cover it (nor can the signature: `optkit sign` leaves engine/ out).
+    """
+    outputs = ("--saveEngine=", "--timingCacheFile=")
+    words = []
+    for word in shlex.split(build["command"]):
+        flag = next((f for f in outputs if word.startswith(f)), None)
+        # "$out"/NAME: the shell expands the folder, the file name stays quoted as trtexec_command quoted it.
+        words.append(f'{flag}"$out"/{shlex.quote(word[len(flag):])}' if flag else shlex.quote(word))
+    return (f"#!/bin/sh\n# Build the TensorRT engine {build['where']} (needs trtexec from TensorRT/JetPack).\n"
+            f"# Usage: ./build_engine.sh [OUT_DIR]  (default: {ENGINE_DIR}/ in this bundle; never inside model/)\n"
+            "set -e\n"
+            'bundle=$(cd "$(dirname "$0")" && pwd -P)\n'
+            f'out=${{1:-"$bundle/{ENGINE_DIR}"}}\n'
+            'mkdir -p "$out"\n'
+            'out=$(cd "$out" && pwd -P)\n'
+            f'case "$out/" in\n  "$bundle/{ENGINE_DIR}/"*) ;;\n'
+            f'  "$bundle/"*) echo "build_engine.sh: $out is inside the bundle; use {ENGINE_DIR}/ or a folder outside it '
+            '(optkit verify refuses other new files)" >&2; exit 2 ;;\nesac\n'
+            'cd "$bundle/model"\n'
+            + " ".join(words) + "\n")
 
 
 def target_builds(report: dict, cands: dict[str, Candidate], device, io) -> list[dict]:
@@ -130,53 +158,112 @@ def _model_card(manifest: dict, report: dict, row: dict) -> str:
              "- Inputs: " + ", ".join(f"{t['name']} {t['dtype']} {t['shape']}" for t in manifest["io"]["inputs"]),
              f"- Preprocessing: {manifest['preprocessing']}",
              f"- Confidence: {manifest['confidence']['probabilities']} with T = {m['temperature']:.4f}; {manifest['confidence']['decision']}",
-             "- Check the bundle: `optkit verify .` (hashes and fixtures)", ""]
+             "- Check the bundle: `optkit verify .` (manifest digest, hashes, fixtures; `--public-key K.pub` if signed)", ""]
     return "\n".join(lines)
 
 
-def verify(folder: str | Path) -> dict:
-    """Check every hash, then re-run the fixtures; raise GateFailed naming the first problem."""
+def _parents(rel: str) -> set[str]:
+    parts = rel.split("/")[:-1]
+    return {"/".join(parts[: i + 1]) for i in range(len(parts))}
+
+
+def check_integrity(folder: str | Path) -> tuple[Manifest, dict]:
+    """Everything verify proves without running the model; raises GateFailed naming the first problem.
+
+    Rules, in order: the folder is a directory; no symlink or special file anywhere in it; manifest.json parses,
+    matches its own digest and the schema; every path it names is listed in `sha256`; every listed file exists and
+    matches; nothing else is there — no unlisted file (hidden ones included) and no unlisted directory (an empty
+    folder is an entry too). Allowed unlisted: manifest.json, model.sig (the signature cannot hash itself), and
+    engine/ in a bundle with a `build` section (engines are built on the device, after the bundle was sealed).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise GateFailed(f"{show(folder)}: not a folder; pass the bundle folder written by optkit compress")
+    files, dirs = walk(folder)
+    manifest, _ = load_manifest(folder)
+    listed = manifest.sha256
+    mpath = folder / MANIFEST
+    reserved = {MANIFEST, SIGNATURE}
+    engine_dir = manifest.build.engine_dir if manifest.build else None
+    for rel in listed:
+        if rel in reserved or rel == ENGINE_DIR or rel.startswith(ENGINE_DIR + "/"):
+            raise GateFailed(f"{show(mpath)}: lists {show(rel)}, a name the bundle reserves; re-create the bundle")
+    named = [("model.file", manifest.model.file), *(("model.files", f) for f in manifest.model.files),
+             ("fixtures.inputs", manifest.fixtures.inputs), ("fixtures.expected", manifest.fixtures.expected)]
+    if manifest.build:
+        named.append(("build.script", manifest.build.script))
+        if engine_dir != ENGINE_DIR:
+            raise GateFailed(f"{show(mpath)}: build.engine_dir must be {ENGINE_DIR!r}; re-create the bundle")
+    for field, rel in named:
+        if rel not in listed:
+            raise GateFailed(f"{show(mpath)}: {field} {show(rel)} has no sha256 entry; re-create the bundle")
+    for rel, sha in sorted(listed.items()):
+        p = folder / rel
+        if rel not in files:
+            raise GateFailed(f"{show(p)}: listed in the manifest but missing; the bundle is incomplete")
+        if file_sha256(p) != sha:
+            raise GateFailed(f"{show(p)}: sha256 does not match the manifest; the file was changed or damaged, "
+                             "re-create the bundle")
+
+    def engine_output(rel: str) -> bool:
+        return engine_dir is not None and (rel == engine_dir or rel.startswith(engine_dir + "/"))
+
+    extra = sorted(f for f in files - set(listed) - reserved if not engine_output(f))
+    if extra:
+        raise GateFailed(f"{show(folder / extra[0])}: not listed in the manifest; remove it or re-create the bundle")
+    expected_dirs = set().union(*(_parents(r) for r in listed)) if listed else set()
+    stray = sorted(d for d in dirs - expected_dirs if not engine_output(d))
+    if stray:
+        raise GateFailed(f"{show(folder / stray[0])}: a folder the manifest does not list; remove it or re-create "
+                         "the bundle")
+    info = {"files_checked": len(listed), "signed": SIGNATURE in files,
+            "engine_files": sorted(f for f in files if engine_output(f))}
+    return manifest, info
+
+
+def verify(folder: str | Path, *, public_key: str | Path | None = None) -> dict:
+    """Prove the bundle's integrity (and its signature with `public_key`), then re-run the fixtures.
+
+    Raises GateFailed naming the first problem; BackendUnavailable when the fixtures cannot run on this host.
+    """
     from .backends import availability, open_session
     from .errors import BackendUnavailable
 
     folder = Path(folder)
-    mpath = folder / MANIFEST
-    if not mpath.exists():
-        raise GateFailed(f"{folder}: no {MANIFEST}; pass the bundle folder written by optkit compress")
-    try:
-        manifest = json.loads(mpath.read_text())
-        hashes = manifest["sha256"]
-    except (ValueError, KeyError) as exc:
-        raise GateFailed(f"{mpath}: unreadable manifest ({exc}); the bundle is damaged, re-create it") from exc
-    for rel, sha in hashes.items():
-        p = folder / rel
-        if not p.is_file():
-            raise GateFailed(f"{p}: listed in the manifest but missing; the bundle is incomplete")
-        if file_sha256(p) != sha:
-            raise GateFailed(f"{p}: sha256 does not match the manifest; the file was changed or damaged, re-create the bundle")
-    extra = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST
-                   and str(p.relative_to(folder)) not in hashes)
-    if extra:
-        raise GateFailed(f"{folder / extra[0]}: not listed in the manifest; remove it or re-create the bundle")
-    model = manifest["model"]
-    cand = Candidate(id=manifest["candidate"], path=folder / model["file"], format=model["format"],
-                     precision=model["precision"], backend=model["backend"], lineage=tuple(model["lineage"]),
-                     engine=model.get("engine"), runtime_options=model.get("runtime_options", {}))
+    if public_key is not None:
+        # The signature first: with a key, nothing in the bundle is trusted before it is proven to be the signed one.
+        if not folder.is_dir():
+            raise GateFailed(f"{show(folder)}: not a folder; pass the bundle folder written by optkit compress")
+        from .signing import verify_signature
+
+        signature = verify_signature(folder, public_key)
+    manifest, info = check_integrity(folder)
+    model = manifest.model
+    cand = Candidate(id=manifest.candidate, path=folder / model.file, format=model.format,
+                     precision=model.precision, backend=model.backend, lineage=tuple(model.lineage),
+                     engine=model.engine, runtime_options=dict(model.runtime_options))
     ok, why = availability(cand.backend)
     if not ok:
-        raise BackendUnavailable(f"{folder}: hashes match, but fixtures cannot run here: {why}")
-    fx = manifest["fixtures"]
-    with np.load(folder / fx["inputs"]) as z:
-        feeds = {k: z[k] for k in z.files}
-    with np.load(folder / fx["expected"]) as z:
-        expected = z["logits"]
+        raise BackendUnavailable(f"{show(folder)}: hashes match, but fixtures cannot run here: {why}")
+    fx = manifest.fixtures
+    try:
+        with np.load(folder / fx.inputs, allow_pickle=False) as z:
+            feeds = {k: z[k] for k in z.files}
+        with np.load(folder / fx.expected, allow_pickle=False) as z:
+            expected = z["logits"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise GateFailed(f"{show(folder / fx.inputs)}: fixtures cannot be read ({str(exc)[:200]}); "
+                         "re-create the bundle") from None
     with open_session(cand, threads=1) as session:
         got = session.infer(feeds)
     if got.shape != expected.shape:
-        raise GateFailed(f"{folder}: fixture outputs have shape {got.shape}, expected {expected.shape}")
-    diff = float(np.max(np.abs(got - expected)))
-    if not np.allclose(got, expected, rtol=fx["rtol"], atol=fx["atol"]) or not (got.argmax(1) == expected.argmax(1)).all():
-        raise GateFailed(f"{folder}: fixture outputs differ from the expected ones (max |diff| {diff:.3g} > atol {fx['atol']}, "
-                         f"rtol {fx['rtol']}); the model or runtime does not reproduce the bundle")
-    return {"bundle": str(folder), "files_checked": len(hashes), "fixture_rows": int(expected.shape[0]),
-            "max_abs_diff": diff, "backend": cand.backend, "ok": True}
+        raise GateFailed(f"{show(folder)}: fixture outputs have shape {got.shape}, expected {expected.shape}")
+    diff = float(np.max(np.abs(got - expected))) if got.size else 0.0
+    if not np.allclose(got, expected, rtol=fx.rtol, atol=fx.atol) or not (got.argmax(1) == expected.argmax(1)).all():
+        raise GateFailed(f"{show(folder)}: fixture outputs differ from the expected ones (max |diff| {diff:.3g} > atol "
+                         f"{fx.atol}, rtol {fx.rtol}); the model or runtime does not reproduce the bundle")
+    return {"bundle": str(folder), "files_checked": info["files_checked"], "fixture_rows": int(expected.shape[0]),
+            "max_abs_diff": diff, "backend": cand.backend, "ok": True,
+            "signature": signature if public_key is not None else ("present, not checked (pass --public-key)"
+                                                                    if info["signed"] else "none"),
+            "engine_files": info["engine_files"]}

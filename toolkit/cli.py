@@ -144,19 +144,38 @@ def compress(
 
 @app.command()
 def verify(bundle: Path = typer.Argument(..., help="Bundle folder (runs/<id>/bundle)."),
+           public_key: Optional[Path] = typer.Option(None, "--public-key", help="PEM public key: also check the bundle's model.sig (optkit sign)."),
            as_json: bool = typer.Option(False, "--json")) -> None:
-    """Check a bundle: every sha256 in the manifest, then re-run its fixtures."""
+    """Check a bundle: its manifest's digest, paths and every file's sha256 (nothing unlisted), then re-run its fixtures."""
     from .bundle import verify as run_verify
 
     try:
-        result = run_verify(bundle)
+        result = run_verify(bundle, public_key=public_key)
     except OptkitError as exc:
         _fail(exc)
     if as_json:
         _print_json(result)
     else:
         console.print(f"[green]ok[/]: {result['files_checked']} files match their sha256; {result['fixture_rows']} fixture rows "
-                      f"reproduce on {result['backend']} (max |diff| {result['max_abs_diff']:.3g}).")
+                      f"reproduce on {result['backend']} (max |diff| {result['max_abs_diff']:.3g}); signature: {result['signature']}.",
+                      highlight=False)
+
+
+@app.command()
+def sign(bundle: Path = typer.Argument(..., help="Bundle folder (runs/<id>/bundle)."),
+         key: Path = typer.Option(..., "--key", help="PEM elliptic-curve private key (P-256/384/521)."),
+         as_json: bool = typer.Option(False, "--json")) -> None:
+    """Sign a bundle (OpenSSF model-signing format) into BUNDLE/model.sig; check it with verify --public-key."""
+    from .signing import sign as run_sign
+
+    try:
+        result = run_sign(bundle, key)
+    except OptkitError as exc:
+        _fail(exc)
+    if as_json:
+        _print_json(result)
+    else:
+        console.print(f"[green]signed[/]: {result['files_signed']} files into {result['signature']}", highlight=False)
 
 
 @app.command()
