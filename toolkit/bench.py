@@ -30,7 +30,7 @@ import numpy as np
 
 from .candidate import Candidate
 from .data import file_sha256
-from .errors import ConfigError, DataError, OptkitError, UnsupportedError
+from .errors import ConfigError, DataError, OptkitError, UnsafeCheckpoint, UnsupportedError
 from .host import rss_mb, usable_cores
 
 ARTIFACT_SUFFIXES = {".onnx": "onnx", ".xml": "openvino", ".pt2": "torch"}
@@ -107,10 +107,10 @@ def _ir_inputs(path: Path) -> tuple[dict[str, np.ndarray], int | None]:
     return feeds, static_batch
 
 
-def _pt2_inputs(path: Path) -> tuple[dict[str, np.ndarray], int | None, list[str]]:
-    from .intake import _load_pt2  # noqa: PLC0415
+def _pt2_inputs(path: Path, trust: bool = False) -> tuple[dict[str, np.ndarray], int | None, list[str]]:
+    from .intake import load_pt2  # noqa: PLC0415
 
-    program = _load_pt2(path)
+    program = load_pt2(path, trust=trust)
     user_inputs = list(program.graph_signature.user_inputs)
     rng = np.random.default_rng(SEED)
     feeds, static_batch = {}, None
@@ -158,10 +158,10 @@ def _ir_precision(path: Path) -> str:
     return "fp32"
 
 
-def _pt2_precision(path: Path) -> str:
-    from .intake import _load_pt2  # noqa: PLC0415
+def _pt2_precision(path: Path, trust: bool = False) -> str:
+    from .intake import load_pt2  # noqa: PLC0415
 
-    program = _load_pt2(path)
+    program = load_pt2(path, trust=trust)
     dtypes = {str(t.dtype).replace("torch.", "") for t in program.state_dict.values() if hasattr(t, "dtype")}
     if dtypes & {"int8", "uint8", "qint8", "quint8"}:
         return "int8"
@@ -194,7 +194,7 @@ class _Item:
         self.sha256 = _sha256(candidate.files())
 
 
-def _artifact_item(path: Path) -> _Item:
+def _artifact_item(path: Path, trust: bool = False) -> _Item:
     fmt = ARTIFACT_SUFFIXES.get(path.suffix.lower())
     if fmt is None:
         raise UnsupportedError(f"{path}: optkit bench times .onnx, OpenVINO .xml or .pt2 files, or a compress run folder")
@@ -206,17 +206,17 @@ def _artifact_item(path: Path) -> _Item:
             raise DataError(f"{path}: the OpenVINO weights {path.with_suffix('.bin').name} are missing next to it")
         feeds, static_batch = _ir_inputs(path)
     else:
-        feeds, static_batch, names = _pt2_inputs(path)
+        feeds, static_batch, names = _pt2_inputs(path, trust)
         options["input_names"] = names
-    precision = {"onnx": _onnx_precision, "openvino": _ir_precision, "torch": _pt2_precision}[fmt](path)
+    precision = _pt2_precision(path, trust) if fmt == "torch" else {"onnx": _onnx_precision, "openvino": _ir_precision}[fmt](path)
     cand = Candidate(id=path.stem, path=path, format=fmt, precision=precision, backend="", lineage=(),
-                     runtime_options=options)
+                     runtime_options=options, trust_checkpoint=trust)
     model = path.name if path.stem != "model" else f"{path.parent.name}/{path.name}"
     return _Item(cand, model, feeds, f"synthesized from the {fmt} input shapes (batch 1, dynamic dims "
                  f"{DEFAULT_DYNAMIC_DIM}, integer inputs = 1, floats ~ N(0,1) seed {SEED})", static_batch)
 
 
-def _run_items(run_dir: Path) -> list[_Item]:
+def _run_items(run_dir: Path, trust: bool = False) -> list[_Item]:
     report_path = run_dir / "report" / "report.json"
     if not report_path.is_file():
         raise DataError(f"{run_dir}: not an optkit run folder (no report/report.json); pass a folder written by "
@@ -247,12 +247,13 @@ def _run_items(run_dir: Path) -> list[_Item]:
         fmt = c.get("format") or ARTIFACT_SUFFIXES.get(path.suffix.lower(), "")
         cand = Candidate(id=c["id"], path=path, format=fmt, precision=str(c.get("precision") or "as stored"),
                          backend=str(c.get("backend") or ""), lineage=tuple(c.get("lineage") or ()),
-                         engine=c.get("engine"), runtime_options=dict(c.get("runtime_options") or {}))
+                         engine=c.get("engine"), runtime_options=dict(c.get("runtime_options") or {}),
+                         trust_checkpoint=trust)  # from the flag only, never from report.json
         items.append(_Item(cand, f"{source}/{c['id']}", feeds, inputs_from))
     return items
 
 
-def _collect(paths: list[Path]) -> list[_Item]:
+def _collect(paths: list[Path], trust: bool = False) -> list[_Item]:
     if not paths:
         raise ConfigError("nothing to bench: pass artifact files (.onnx, .xml, .pt2) or a compress run folder")
     items: list[_Item] = []
@@ -260,7 +261,7 @@ def _collect(paths: list[Path]) -> list[_Item]:
         p = Path(p)
         if not p.exists():
             raise DataError(f"{p}: no such file or folder; pass .onnx, .xml or .pt2 files or a compress run folder")
-        items.extend(_run_items(p) if p.is_dir() else [_artifact_item(p)])
+        items.extend(_run_items(p, trust) if p.is_dir() else [_artifact_item(p, trust)])
     return items
 
 
@@ -354,7 +355,8 @@ def _skipped(item: _Item, backend: str, options: dict, reason: str, status: str 
 
 # --------------------------------------------------------------------------- the API
 def bench(paths: list[Path], device: str, threads: int | None = None, history: Path | None = None,
-          backends: list[str] | None = None, *, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+          backends: list[str] | None = None, *, log: Callable[[str], None] | None = None,
+          trust_checkpoint: bool = False) -> dict[str, Any]:
     """Time every artifact on every backend x precision usable here; optionally append the rows to a history.
 
     Returns {"device", "host", "threads", "stand_in_for", "rows", "skipped", "history"}: `rows` are
@@ -379,7 +381,7 @@ def bench(paths: list[Path], device: str, threads: int | None = None, history: P
             raise ConfigError(f"{history}: is a folder; --history needs a file path such as bench.db")
         if not history.parent.exists():
             raise ConfigError(f"{history}: folder {history.parent} does not exist; create it first")
-    items = _collect([Path(p) for p in paths])
+    items = _collect([Path(p) for p in paths], trust_checkpoint)
 
     cores = usable_cores()
     requested = threads if threads is not None else prof.bench.threads
@@ -408,6 +410,8 @@ def bench(paths: list[Path], device: str, threads: int | None = None, history: P
                 log(f"{item.model} · {backend}{' ' + hint if hint else ''} · {used_threads} threads")
             try:
                 rows.extend(_time_pair(item, backend, options, prof, used_threads, batch_sizes, stand_in_for))
+            except UnsafeCheckpoint:
+                raise  # a refused checkpoint stops the bench (exit 2), it is not one runtime's failure
             except OptkitError as exc:
                 skipped.append(_skipped(item, backend, options, str(exc), "failed"))
             except Exception as exc:  # noqa: BLE001 - a runtime rejecting one artifact must not lose the others

@@ -221,7 +221,7 @@ def check_integrity(folder: str | Path) -> tuple[Manifest, dict]:
     return manifest, info
 
 
-def verify(folder: str | Path, *, public_key: str | Path | None = None) -> dict:
+def verify(folder: str | Path, *, public_key: str | Path | None = None, trust_checkpoint: bool = False) -> dict:
     """Prove the bundle's integrity (and its signature with `public_key`), then re-run the fixtures.
 
     Raises GateFailed naming the first problem; BackendUnavailable when the fixtures cannot run on this host.
@@ -241,7 +241,8 @@ def verify(folder: str | Path, *, public_key: str | Path | None = None) -> dict:
     model = manifest.model
     cand = Candidate(id=manifest.candidate, path=folder / model.file, format=model.format,
                      precision=model.precision, backend=model.backend, lineage=tuple(model.lineage),
-                     engine=model.engine, runtime_options=dict(model.runtime_options))
+                     engine=model.engine, runtime_options=dict(model.runtime_options),
+                     trust_checkpoint=trust_checkpoint)  # a .pt2 model is inspected before it runs, unless trusted
     ok, why = availability(cand.backend)
     if not ok:
         raise BackendUnavailable(f"{show(folder)}: hashes match, but fixtures cannot run here: {why}")

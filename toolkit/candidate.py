@@ -17,6 +17,9 @@ class Candidate:
     engine: str | None = None   # quantization engine when there is one: ort | nncf | pt2e | inc
     runtime_options: dict[str, Any] = dataclasses.field(default_factory=dict)  # e.g. OpenVINO precision hint
     info: dict[str, Any] = dataclasses.field(default_factory=dict)  # pass-specific facts for the report
+    # --trust-checkpoint was given for the checkpoint this derives from. Set in-process only (from the CLI flag),
+    # never read back from a report, manifest or cache record: a file on disk cannot grant itself trust.
+    trust_checkpoint: bool = False
 
     def derive(self, **changes: Any) -> "Candidate":
         """A new candidate from this one; lineage is extended by `step` if given."""

@@ -145,12 +145,13 @@ def compress(
 @app.command()
 def verify(bundle: Path = typer.Argument(..., help="Bundle folder (runs/<id>/bundle)."),
            public_key: Optional[Path] = typer.Option(None, "--public-key", help="PEM public key: also check the bundle's model.sig (optkit sign)."),
+           trust_checkpoint: bool = typer.Option(False, "--trust-checkpoint", help="Run a bundled .pt2 even if it carries code (pickles, custom objects)."),
            as_json: bool = typer.Option(False, "--json")) -> None:
     """Check a bundle: its manifest's digest, paths and every file's sha256 (nothing unlisted), then re-run its fixtures."""
     from .bundle import verify as run_verify
 
     try:
-        result = run_verify(bundle, public_key=public_key)
+        result = run_verify(bundle, public_key=public_key, trust_checkpoint=trust_checkpoint)
     except OptkitError as exc:
         _fail(exc)
     if as_json:
@@ -353,6 +354,7 @@ def bench(
     threads: Optional[int] = typer.Option(None, "--threads", help="Override the profile's threads (capped at this host's cores)."),
     history: Optional[Path] = typer.Option(None, "--history", help="Append the rows to this SQLite history (e.g. bench.db)."),
     backend: Optional[list[str]] = typer.Option(None, "--backend", "-b", help="Only these backends (repeatable): onnxruntime, openvino, torch, tensorrt."),
+    trust_checkpoint: bool = typer.Option(False, "--trust-checkpoint", help="Allow .pt2 artifacts that carry code (pickles, custom objects)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON (a 'rows' list, a 'skipped' list)."),
 ) -> None:
     """Time artifacts on every backend x precision this host can run; label where every number came from."""
@@ -360,7 +362,8 @@ def bench(
 
     log = None if as_json else (lambda m: err_console.print(f"  [dim]timing[/] {m}", highlight=False, soft_wrap=True))
     try:
-        result = run_bench(inputs, device=device, threads=threads, history=history, backends=backend or None, log=log)
+        result = run_bench(inputs, device=device, threads=threads, history=history, backends=backend or None, log=log,
+                           trust_checkpoint=trust_checkpoint)
     except OptkitError as exc:
         _fail(exc)
     if as_json:
@@ -436,6 +439,7 @@ def distill_command(
     alpha: float = typer.Option(0.5, "--alpha", help="Weight of the KD term (0 = no KD)."),
     temperature: float = typer.Option(2.0, "--temperature", help="KD temperature."),
     model_factory: Optional[str] = typer.Option(None, "--model-factory", help="package.module:function for a state-dict teacher."),
+    trust_checkpoint: bool = typer.Option(False, "--trust-checkpoint", help="Allow checkpoints that carry code (pickled modules, TorchScript)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --out folder."),
 ) -> None:
     """Distil a teacher into a smaller student, export it to ONNX and int8 it; report with curves and the no-KD ablation."""
@@ -444,7 +448,8 @@ def distill_command(
     progress = RichProgress(console)
     try:
         result = run_distill(teacher, student, data, device, out, epochs, student_factory=student_factory, alpha=alpha,
-                             temperature=temperature, model_factory=model_factory, overwrite=overwrite, progress=progress)
+                             temperature=temperature, model_factory=model_factory, trust_checkpoint=trust_checkpoint,
+                             overwrite=overwrite, progress=progress)
     except OptkitError as exc:
         progress.close()
         _fail(exc)

@@ -2,14 +2,19 @@
 
 Real data with no download: 1,797 8x8 handwritten digits ship inside scikit-learn. The
 model is trained deterministically (seeded, deterministic algorithms, one thread) and
-cached, so later runs reuse the same weights.
+cached with its sha256, so later runs reuse the same weights and a foreign file there is never used.
 """
 from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
 
 import numpy as np
 
 from .cache import cache_dir, key
-from .data import Dataset, Split, _stratified
+from .data import Dataset, Split, _stratified, file_sha256
 
 DEMO_NAME = "builtin:digits-cnn"
 DEMO_SEED = 0
@@ -67,19 +72,23 @@ def train_classifier(model, data: Dataset, epochs: int, seed: int, lr: float = 2
     return model.eval()
 
 
-def demo_checkpoint() -> tuple[str, str]:
-    """Path of the trained demo weights (.safetensors) and the factory that builds it; trains once."""
+def demo_checkpoint(log=None) -> tuple[str, str]:
+    """Path of the trained demo weights (.safetensors) and the factory that builds it; trains once.
+
+    The cached file is trusted only if its sha256 matches the one recorded next to it when optkit wrote it;
+    a foreign, damaged or unrecorded file is evicted and rebuilt, said on stderr and to `log`.
+    """
     import torch
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import save_file
 
     path = cache_dir() / "demo" / f"digits-cnn-{key('digits-cnn', EPOCHS, DEMO_SEED, torch.__version__)}.safetensors"
     factory = "toolkit.demo:digits_cnn"
-    if path.exists():
-        try:
-            load_file(str(path))
+    if path.exists() or path.is_symlink():
+        why = _cache_problem(path)
+        if why is None:
             return str(path), factory
-        except Exception:
-            path.unlink()  # corrupt cache entry: rebuild below
+        _say(log, f"cached demo weights {path} {why}; evicted and rebuilt")
+        _evict(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # one thread: bit-reproducible weights across machines with the same torch
@@ -90,5 +99,42 @@ def demo_checkpoint() -> tuple[str, str]:
         torch.set_num_threads(threads)
     tmp = path.with_suffix(".tmp")
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
+    digest = file_sha256(tmp)
+    # Record first, then publish the weights: a crash in between leaves weights without a record (rebuilt next time).
+    _record_path(path).write_text(json.dumps({"sha256": digest, "file": path.name, "written_by": "optkit"}))
     tmp.replace(path)
     return str(path), factory
+
+
+def _record_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256.json")
+
+
+def _cache_problem(path: Path) -> str | None:
+    """None when the cached weights are the file optkit wrote (a regular file matching its recorded sha256)."""
+    if path.is_symlink() or not path.is_file():
+        return "is not a regular file"
+    try:
+        recorded = json.loads(_record_path(path).read_text())["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return "has no readable sha256 record"
+    if file_sha256(path) != recorded:
+        return "does not match its recorded sha256 (foreign or damaged)"
+    return None
+
+
+def _evict(path: Path) -> None:
+    for p in (path, _record_path(path)):
+        try:
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
+                p.unlink(missing_ok=True)
+        except OSError:
+            pass  # rebuilding overwrites it (tmp.replace); an undeletable entry fails there with a clear error
+
+
+def _say(log, message: str) -> None:
+    print(f"optkit: {message}", file=sys.stderr)  # said where the user looks, whoever called
+    if log is not None:
+        log(message)

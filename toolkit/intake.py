@@ -1,6 +1,7 @@
 """Load a checkpoint, safely by default.
 
-- `.pt2`: a torch.export archive; carries its own graph (no Python code is unpickled).
+- `.pt2`: a torch.export archive; carries its own graph. torch.export.load can run code from one (pickled
+  weights, custom objects, eval'd strings), so `load_pt2` inspects the archive first (checkpoint_safety.py).
 - `.safetensors`, or a zip `.pt`/`.pth` state dict loaded with `weights_only=True`, plus a
   factory `module:function` that builds the architecture.
 - `.onnx`: an ONNX model; torch-only passes (distill, QAT) are skipped for it.
@@ -11,12 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import io
 import zipfile
 from pathlib import Path
 from typing import Any
 
 from .data import file_sha256
-from .errors import CheckpointError, UnsafeCheckpoint
+from .errors import CheckpointError, OptkitError, UnsafeCheckpoint
 
 BUILTIN_PREFIX = "builtin:"
 
@@ -30,6 +32,7 @@ class LoadedModel:
     onnx_path: Path | None = None
     factory: str | None = None
     notes: list[str] = dataclasses.field(default_factory=list)
+    trusted: bool = False       # --trust-checkpoint was given: files derived from it may carry what it carried
     onnx_output: str | None = None  # the ONNX output holding the logits (the run's baseline keeps only it)
     probabilities: bool = False     # the model ends in softmax: runs use log(p) as logits (toolkit.model_check)
 
@@ -125,19 +128,32 @@ def _load_torch_file(path: Path, factory: str | None, trust: bool) -> tuple[Any,
     return _apply_state_dict(path, obj, factory), []
 
 
-def _load_pt2(path: Path):
+def load_pt2(path: str | Path, trust: bool = False):
+    """The one way optkit opens a .pt2: inspect the archive (checkpoint_safety), then load the inspected bytes.
+
+    Refuses with UnsafeCheckpoint anything whose loading could run code (pickled weights, custom objects,
+    opaque constants, compiled code, eval'd strings) unless `trust`. Returns the ExportedProgram.
+    """
     import torch
 
-    try:
-        try:
-            program = torch.export.load(str(path))
-        except Exception as first:
-            # A PT2E-quantized program needs torchao's ops registered before it loads.
-            if "torchao" not in str(first) and "quantized_decomposed" not in str(first):
-                raise
-            import torchao  # noqa: F401
+    from .checkpoint_safety import check_pt2
 
-            program = torch.export.load(str(path))
+    path = Path(path)
+    try:
+        data = path.read_bytes()  # one read: torch loads exactly the bytes that were inspected
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read the archive ({exc.strerror or exc}); check the path") from None
+    if b"quantized_decomposed" in data or b"torch.ops.torchao" in data:
+        # A PT2E-quantized program uses torchao's ops: registered before inspection resolves operator names.
+        try:
+            import torchao  # noqa: F401
+        except ImportError:
+            pass  # torch.export.load then fails to resolve the ops: a CheckpointError below
+    check_pt2(path, data, trust)
+    try:
+        program = torch.export.load(io.BytesIO(data))
+    except OptkitError:
+        raise
     except Exception as exc:
         raise CheckpointError(f"{path}: not a loadable torch.export archive ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
                               "save it with torch.export.save(torch.export.export(model, args), path)") from exc
@@ -171,16 +187,19 @@ def load(source: str | Path | None, factory: str | None = None, trust_checkpoint
     if source is None or str(source) == "builtin:digits-cnn":
         from .demo import DEMO_NAME, demo_checkpoint
 
-        path, demo_factory = demo_checkpoint()
+        said: list[str] = []
+        path, demo_factory = demo_checkpoint(log=said.append)
         loaded = load(path, factory=demo_factory)
-        return dataclasses.replace(loaded, source=DEMO_NAME, notes=["built-in demo: digits CNN trained on scikit-learn's digits"])
+        return dataclasses.replace(loaded, source=DEMO_NAME, notes=["built-in demo: digits CNN trained on scikit-learn's digits", *said])
     if str(source).startswith(BUILTIN_PREFIX):
         raise CheckpointError(f"unknown built-in model '{source}'; the built-in demo is builtin:digits-cnn")
     path = Path(source)
     if not path.exists():
         raise CheckpointError(f"{path}: checkpoint not found; check the path")
     if path.is_dir():
-        raise CheckpointError(f"{path}: is a folder; pass the checkpoint file (.pt2, .safetensors, .pt, .onnx)")
+        what = "a Hugging Face model folder" if (path / "config.json").is_file() else "a folder"
+        raise CheckpointError(f"{path}: is {what}; optkit does not read model folders yet: pass one checkpoint file "
+                              "(.pt2 torch.export archive, .safetensors or .pt state dict with --model-factory, or .onnx)")
     suffix = path.suffix.lower()
     sha = file_sha256(path)
     if suffix == ".onnx":
@@ -206,8 +225,9 @@ def load(source: str | Path | None, factory: str | None = None, trust_checkpoint
             sha = hashlib.sha256("\n".join(parts).encode()).hexdigest()
         return LoadedModel(source=str(path), kind="onnx", sha256=sha, onnx_path=path)
     if suffix == ".pt2":
-        program = _load_pt2(path)
-        return LoadedModel(source=str(path), kind="torch", sha256=sha, module=program.module(), notes=["torch.export archive"])
+        program = load_pt2(path, trust=trust_checkpoint)
+        return LoadedModel(source=str(path), kind="torch", sha256=sha, module=program.module(), notes=["torch.export archive"],
+                           trusted=trust_checkpoint)
     if suffix == ".safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file
@@ -219,5 +239,6 @@ def load(source: str | Path | None, factory: str | None = None, trust_checkpoint
         return LoadedModel(source=str(path), kind="torch", sha256=sha, module=_apply_state_dict(path, state, factory), factory=factory)
     if suffix in (".pt", ".pth", ".bin", ".ckpt"):
         module, notes = _load_torch_file(path, factory, trust_checkpoint)
-        return LoadedModel(source=str(path), kind="torch", sha256=sha, module=module, factory=factory, notes=notes)
+        return LoadedModel(source=str(path), kind="torch", sha256=sha, module=module, factory=factory, notes=notes,
+                           trusted=trust_checkpoint)
     raise CheckpointError(f"{path}: unsupported checkpoint type '{suffix}'; use .pt2, .safetensors, .pt (state dict) or .onnx")

@@ -149,6 +149,7 @@ def _read_entry(folder: Path, key: str, into: Path) -> Candidate:
         fields = dict(meta["candidate"])
         fields["path"] = into / fields["path"]
         fields["lineage"] = tuple(fields["lineage"])
+        fields.pop("trust_checkpoint", None)  # a record on disk never grants trust; run_cached takes the parent's
         return Candidate(**fields)
     except (KeyError, OSError, TypeError, json.JSONDecodeError) as exc:
         raise ValueError(f"unreadable record ({type(exc).__name__})") from exc
@@ -167,7 +168,7 @@ def run_cached(spec, ctx: PassContext, parent: Candidate, opts, cid: str, cache_
     folder = ctx.folder(cid)
     if resume and (folder / STEP_RECORD).exists():
         try:
-            return _read_entry(folder, key, folder), "resumed"
+            return dataclasses.replace(_read_entry(folder, key, folder), trust_checkpoint=parent.trust_checkpoint), "resumed"
         except ValueError as exc:
             log(f"[{cid}] the interrupted run's result cannot be reused ({exc}); rebuilding")
     for stale in folder.iterdir():  # start the step from an empty folder
@@ -175,7 +176,7 @@ def run_cached(spec, ctx: PassContext, parent: Candidate, opts, cid: str, cache_
     entry = cache.cache_dir() / "passes" / key
     if (entry / STEP_RECORD).exists():
         try:
-            made = _read_entry(entry, key, folder)
+            made = dataclasses.replace(_read_entry(entry, key, folder), trust_checkpoint=parent.trust_checkpoint)
             _write_entry(folder, made, key)
             return made, "cached"
         except ValueError as exc:
@@ -429,7 +430,7 @@ def _baseline(ctx: PassContext, loaded) -> Candidate:
                          lineage=("baseline",))
     from .passes.export import save_baseline
 
-    return save_baseline(ctx, loaded.module)
+    return dataclasses.replace(save_baseline(ctx, loaded.module), trust_checkpoint=loaded.trusted)
 
 
 EVAL_RECORD = ".optkit-eval.json"

@@ -17,11 +17,13 @@ class TorchSession(Session):
     def load(self) -> None:
         import torch
 
-        from ..intake import _load_pt2
+        from ..intake import load_pt2
 
+        # Inspected before torch opens it; trust only from the in-process flag (Candidate.trust_checkpoint).
+        program = load_pt2(self.candidate.path, trust=self.candidate.trust_checkpoint)
         self._prev_threads = torch.get_num_threads()
         torch.set_num_threads(self.threads)
-        self._module = _load_pt2(self.candidate.path).module()
+        self._module = program.module()
         self._names = list(self.candidate.runtime_options.get("input_names") or [])
 
     def infer(self, feeds: dict[str, np.ndarray]) -> np.ndarray:

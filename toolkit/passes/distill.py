@@ -255,9 +255,9 @@ def teacher_module(ctx: PassContext, parent: Candidate):
     """The fp32 torch module of the input candidate: the loaded nn.Module for the baseline, else its .pt2 graph."""
     if ctx.torch_module is not None and tuple(parent.lineage) == ("baseline",):
         return ctx.torch_module
-    from ..intake import _load_pt2
+    from ..intake import load_pt2
 
-    return _load_pt2(parent.path).module()
+    return load_pt2(parent.path, trust=parent.trust_checkpoint).module()
 
 
 def train_split(ctx: PassContext):

@@ -81,11 +81,12 @@ def export_onnx(ctx: PassContext, parent: Candidate, opts, cid: str) -> Candidat
     import onnx
     import torch
 
-    from ..intake import _load_pt2
+    from ..intake import load_pt2
 
-    module = _load_pt2(parent.path).module()
+    # Two loads, as before: the parity module and the program the exporter consumes stay independent.
+    module = load_pt2(parent.path, trust=parent.trust_checkpoint).module()
     path = ctx.folder(cid) / "model.onnx"
-    program = torch.export.load(str(parent.path))
+    program = load_pt2(parent.path, trust=parent.trust_checkpoint)
     with contextlib.redirect_stdout(io.StringIO()):  # the exporter prints progress lines; keep the CLI's output clean
         torch.onnx.export(program, example_inputs(ctx), str(path), input_names=ctx.io.input_names,
                           output_names=[t.name for t in ctx.io.outputs], dynamo=True, external_data=False)
