@@ -320,14 +320,18 @@ def test_missing_external_data_is_a_checkpoint_error(tmp_path, external_onnx):
 # ----------------------------------------------------------------------------- order: data before checkpoint
 def test_missing_data_is_reported_before_the_checkpoint_is_opened(tmp_path):
     out = tmp_path / "out"
-    code, text = _cli("compress", tmp_path / "nosuch.pt2", "--out", out)
+    broken = tmp_path / "broken.pt2"
+    broken.write_bytes(b"not an archive")  # opening it would fail: the data's problem must be said first
+    code, text = _cli("compress", broken, "--out", out)
     _assert_clean_failure(code, text, out, "no data given; pass --data")
-    code, text = _cli("compress", tmp_path / "nosuch.pt2", "--data", tmp_path / "nosuch.npz", "--out", out)
+    code, text = _cli("compress", broken, "--data", tmp_path / "nosuch.npz", "--out", out)
     _assert_clean_failure(code, text, out, "nosuch.npz: data file not found")
     bad = tmp_path / "bad.npz"
     np.savez(bad, x=np.random.default_rng(0).random((30, 2), np.float32), y=np.arange(30) % 2, split=np.array(["val", "test", "dev"] * 10))
-    code, text = _cli("compress", tmp_path / "nosuch.pt2", "--data", bad, "--out", out)
+    code, text = _cli("compress", broken, "--data", bad, "--out", out)
     _assert_clean_failure(code, text, out, "unknown values ['dev']")
+    code, text = _cli("compress", tmp_path / "nosuch.pt2", "--data", bad, "--out", out)
+    _assert_clean_failure(code, text, out, "checkpoint not found")  # a path that does not exist is said first
 
 
 def test_every_error_here_is_typed():

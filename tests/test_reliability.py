@@ -139,6 +139,8 @@ def test_bad_input_fails_cleanly(ws, case, argv, words):
     args = [a.replace("{w}", str(ws)) for a in argv]
     if "--out" not in args:
         args += ["--out", str(ws / "out-never-written")]
+    if "--data" not in args and args and not args[0].startswith(("-", "builtin:")):
+        args += ["--data", str(ws / "good.npz")]  # a checkpoint needs data; a missing --data is said before it is opened
     r = runner.invoke(app, ["compress", *args])
     assert r.exit_code != 0 and r.exit_code in (2, 3, 4), (case, r.exit_code, r.stdout, r.stderr)
     err = r.stderr.strip()

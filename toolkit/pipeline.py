@@ -257,7 +257,11 @@ def compress(checkpoint: str | Path | None = None, *, device: str = "jetson-orin
     out_path = Path(out) if out else None
     if out_path is not None:
         check_target(out_path, overwrite)
-    dataset = _load_data(data, checkpoint, seed)  # before the checkpoint: a missing or bad --data fails first
+    if checkpoint is not None and not str(checkpoint).startswith("builtin:") and not Path(checkpoint).exists():
+        from .errors import CheckpointError  # existence only: cheap, and said before the data's problems
+
+        raise CheckpointError(f"{checkpoint}: checkpoint not found; check the path")
+    dataset = _load_data(data, checkpoint, seed)  # before the checkpoint is opened: a missing or bad --data fails first
     loaded = intake.load(checkpoint, factory=model_factory, trust_checkpoint=trust_checkpoint)
     known_notes = len(loaded.notes)
     loaded, dataset, io = _check_model_fits(loaded, dataset, output)
