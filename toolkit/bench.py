@@ -373,14 +373,19 @@ def bench(paths: list[Path], device: str, threads: int | None = None, history: P
     unknown = [b for b in wanted if b not in BACKEND_NAMES]
     if unknown:
         raise ConfigError(f"unknown backend(s) {', '.join(unknown)}; choose from {', '.join(BACKEND_NAMES)}")
-    if threads is not None and threads < 1:
-        raise ConfigError(f"--threads {threads}: must be 1 or more")
+    if threads is not None:
+        from .bounds import check_threads
+
+        check_threads(threads)
     if history is not None:
         history = Path(history)
         if history.is_dir():
             raise ConfigError(f"{history}: is a folder; --history needs a file path such as bench.db")
         if not history.parent.exists():
             raise ConfigError(f"{history}: folder {history.parent} does not exist; create it first")
+        from . import history as hist
+
+        hist.preflight(history)  # a foreign or corrupt file fails now, not after minutes of timing
     items = _collect([Path(p) for p in paths], trust_checkpoint)
 
     cores = usable_cores()

@@ -8,10 +8,52 @@ from pathlib import Path
 from typing import Any
 
 
+# configured folder -> (private temporary folder used instead, why the configured one is unusable)
+_FALLBACK: dict[str, tuple[Path, str]] = {}
+
+
+def configured_dir() -> Path:
+    return Path(os.environ.get("OPTKIT_CACHE_DIR") or Path.home() / ".cache" / "optkit")
+
+
+def _unusable(root: Path) -> str | None:
+    """Why `root` cannot hold a cache (None when it can): created if missing, then a probe write."""
+    import tempfile
+
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=root, prefix=".probe-"):
+            pass
+    except OSError as exc:
+        return f"{root} is not a writable folder ({exc.strerror or type(exc).__name__})"
+    return None
+
+
 def cache_dir() -> Path:
-    root = Path(os.environ.get("OPTKIT_CACHE_DIR") or Path.home() / ".cache" / "optkit")
-    root.mkdir(parents=True, exist_ok=True)
-    return root
+    """The cache folder. An unusable one (cannot be created or written) never fails a run: this process
+    uses a private temporary folder instead, removed at exit, i.e. it runs without the shared cache;
+    `cache_problem()` says why so callers can tell the user."""
+    root = configured_dir()
+    if str(root) in _FALLBACK:
+        return _FALLBACK[str(root)][0]
+    why = _unusable(root)
+    if why is None:
+        return root
+    import atexit
+    import shutil
+    import tempfile
+
+    tmp = Path(tempfile.mkdtemp(prefix="optkit-nocache-"))
+    atexit.register(shutil.rmtree, tmp, True)
+    _FALLBACK[str(root)] = (tmp, why)
+    return tmp
+
+
+def cache_problem() -> str | None:
+    """Why the configured cache is not used by this process, or None when it is."""
+    cache_dir()
+    entry = _FALLBACK.get(str(configured_dir()))
+    return None if entry is None else entry[1]
 
 
 def key(*parts: Any) -> str:

@@ -351,8 +351,13 @@ def calibrate(artifact: str | Path, data: str | Path, metric: str = "f1", out: s
     metric = parse_metric(metric)
     artifact, data = Path(artifact), Path(data)
     out = Path(out) if out is not None else default_out(artifact)
-    if threads is not None and threads < 1:
-        raise ConfigError(f"--threads must be >= 1, got {threads}")
+    if threads is not None:
+        from .bounds import check_threads
+
+        check_threads(threads)
+    from .bounds import check_seed
+
+    check_seed(seed)
     check_target(out, overwrite)
     dataset = load_npz(data, seed=seed)
     logits_val, logits_test, info = artifact_logits(artifact, dataset, model_factory, trust_checkpoint, threads, output)

@@ -1,7 +1,7 @@
 """optkit command line: parse, call one library function, render with rich. Nothing else.
 
 Exit codes: 0 ok, 1 `report nightly` found a regression, 2 bad input/config, 3 no candidate met the gates or a
-bundle failed verification, 4 backend unavailable.
+bundle failed verification, 4 backend unavailable, 70 internal error (traceback in a log file), 130 interrupted.
 """
 from __future__ import annotations
 
@@ -15,9 +15,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from .cli_guard import GuardedGroup
 from .errors import OptkitError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+# GuardedGroup: one wrapper around every command (cli_guard.py): one line and an exit code for any failure.
+app = typer.Typer(cls=GuardedGroup, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Edge model optimization: distill, quantize, convert, calibrate, benchmark, select, bundle.")
 devices_app = typer.Typer(no_args_is_help=True, help="Device profiles (devices/*.yaml).")
 recipes_app = typer.Typer(no_args_is_help=True, help="Recipes (recipes/*.yaml).")
@@ -129,6 +131,9 @@ def compress(
     except OptkitError as exc:
         progress.close()
         _fail(exc)
+    except BaseException:  # unexpected errors and Ctrl-C: stop the live display, cli_guard says the one line
+        progress.close()
+        raise
     progress.close()
     report = result.report
     if as_json:

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from . import bounds
 from ._yaml import load_yaml_mapping, pydantic_message
 from .errors import ConfigError
 
@@ -49,10 +50,12 @@ class Gates(_Strict):
 
 
 class Bench(_Strict):
-    threads: int = Field(default=2, ge=1)
-    batch_sizes: list[int] = Field(default_factory=lambda: [1, 8])
-    warmup: int = Field(default=20, ge=0)
-    iterations: int = Field(default=200, ge=1)
+    # Bounds and why: toolkit/bounds.py. strict: `threads: true` or `iterations: 2.5` is a typo, not 1 or 2.
+    threads: int = Field(default=2, ge=1, le=bounds.THREADS_MAX, strict=True)
+    batch_sizes: list[Annotated[int, Field(ge=1, le=bounds.BATCH_MAX, strict=True)]] = Field(
+        default_factory=lambda: [1, 8], min_length=1, max_length=bounds.BATCH_SIZES_MAX)
+    warmup: int = Field(default=20, ge=0, le=bounds.WARMUP_MAX, strict=True)
+    iterations: int = Field(default=200, ge=1, le=bounds.ITERATIONS_MAX, strict=True)
 
 
 class StandIn(_Strict):

@@ -52,5 +52,9 @@ class OutputError(OptkitError):
     """The output folder cannot be used (not empty, locked, unwritable, a link)."""
 
 
+class HistoryError(OptkitError):
+    """The bench history database is locked by another writer, corrupt, or refused the rows."""
+
+
 class CacheError(OptkitError):
     """A cache entry is corrupt or was made by other library versions."""

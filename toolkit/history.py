@@ -27,7 +27,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
-from .errors import ConfigError, DataError
+from . import history_guard as guard
+from .errors import ConfigError, DataError, HistoryError, OptkitError
 
 SCHEMA_VERSION = 1
 FORMAT_MARKER = "optkit-history"
@@ -219,6 +220,10 @@ def _not_history(path: Path, why: str) -> ConfigError:
     )
 
 
+class _EmptyHistory(ConfigError):
+    """A valid but empty SQLite file: nothing to read yet, fine to write."""
+
+
 def _check_or_init(con: sqlite3.Connection, path: Path, *, create: bool) -> None:
     """Refuse foreign files; create the schema in an empty one when `create` is set."""
     try:
@@ -226,11 +231,13 @@ def _check_or_init(con: sqlite3.Connection, path: Path, *, create: bool) -> None
         version = con.execute("PRAGMA user_version").fetchone()[0]
         tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     except sqlite3.DatabaseError as exc:
+        if guard.is_locked(exc) or "malformed" in str(exc):  # a busy or damaged history, not a foreign file
+            raise guard.classify(path, exc) from exc
         raise _not_history(path, f"not SQLite: {exc}") from exc
 
     if app_id == 0 and not tables:
         if not create:
-            raise ConfigError(f"{path}: history database is empty; record a run first (optkit bench --history {path})")
+            raise _EmptyHistory(f"{path}: history database is empty; record a run first (optkit bench --history {path})")
         with con:
             con.executescript(_SCHEMA)
             con.execute(f"PRAGMA application_id = {APPLICATION_ID}")
@@ -268,15 +275,36 @@ def _connect(db_path: str | Path, *, create: bool) -> Iterator[sqlite3.Connectio
     else:
         target = path.resolve().as_uri() + "?mode=ro"
         uri = True
+    timeout = guard.lock_timeout()
     try:
-        con = sqlite3.connect(target, uri=uri, timeout=30)
+        con = sqlite3.connect(target, uri=uri, timeout=timeout)
     except sqlite3.Error as exc:
         raise ConfigError(f"{path}: cannot open history database ({exc}); check the path and permissions") from exc
     try:
         _check_or_init(con, path, create=create)
         yield con
+    except sqlite3.Error as exc:  # locked past the timeout, corrupt pages, disk full: one line, never a traceback
+        raise guard.classify(path, exc) from exc
     finally:
         con.close()
+
+
+def preflight(db_path: str | Path) -> None:
+    """Before bench spends minutes timing: refuse a foreign, corrupt or newer history file now.
+
+    A missing or empty file is fine (record creates it); a lock is fine (record waits for it).
+    """
+    path = Path(db_path)
+    try:
+        if not path.exists() or path.stat().st_size == 0:
+            return
+        with _connect(path, create=False):
+            pass
+    except _EmptyHistory:
+        return
+    except HistoryError as exc:
+        if "is locked" not in str(exc):
+            raise
 
 
 # --------------------------------------------------------------------------- writing
@@ -324,7 +352,22 @@ def record(db_path: str | Path, rows: list[dict[str, Any]], meta: dict[str, Any]
     versions = meta.pop("library_versions", None) or library_versions()
     revision = meta.pop("git_revision", None)
     timestamp = meta.pop("timestamp", None) or datetime.now(timezone.utc).isoformat(timespec="seconds")
+    full_meta = {**meta, "host_fingerprint": fingerprint, "library_versions": versions, "git_revision": revision,
+                 "timestamp": timestamp}
+    try:
+        return _insert(db_path, cleaned, meta, fingerprint, versions, revision, timestamp)
+    except (OptkitError, sqlite3.Error, OSError) as exc:
+        # The rows were measured (minutes of timing): a refusing database must not lose them.
+        reason = str(exc) if isinstance(exc, OptkitError) else f"{type(exc).__name__}: {exc}"
+        side = guard.save_unsaved(db_path, rows, full_meta, reason)
+        kept = (f"the {len(rows)} measured rows are saved in {side} (record them later with "
+                f"toolkit.history_guard.replay_unsaved)" if side is not None
+                else f"the {len(rows)} measured rows could not be saved anywhere (every folder is unwritable)")
+        cls = type(exc) if isinstance(exc, OptkitError) else HistoryError
+        raise cls(f"{reason}; {kept}") from exc
 
+
+def _insert(db_path, cleaned, meta, fingerprint, versions, revision, timestamp) -> int:
     with _connect(db_path, create=True) as con, con:
         cur = con.execute(
             "INSERT INTO runs (timestamp, git_revision, host_fingerprint, host_key, library_versions, extra)"
@@ -359,10 +402,30 @@ def runs(db_path: str | Path) -> list[dict[str, Any]]:
         for run_id, ts, rev, fp, hk, libs, extra in cur:
             out.append({
                 "run_id": run_id, "timestamp": ts, "git_revision": rev,
-                "host_fingerprint": json.loads(fp), "host_key": hk,
-                "library_versions": json.loads(libs), "meta": json.loads(extra),
+                "host_fingerprint": _json_field(db_path, run_id, "host_fingerprint", fp), "host_key": hk,
+                "library_versions": _json_field(db_path, run_id, "library_versions", libs),
+                "meta": _json_field(db_path, run_id, "extra", extra),
             })
         return out
+
+
+def _json_field(db_path, run_id, field: str, text) -> Any:
+    try:
+        value = json.loads(text)
+    except (TypeError, ValueError):
+        raise guard.corrupt_row(Path(db_path), "runs", run_id, field, text) from None
+    if not isinstance(value, dict):
+        raise guard.corrupt_row(Path(db_path), "runs", run_id, field, text)
+    return value
+
+
+def _number(db_path, result_id, field: str, value, kind=float):
+    """A stored value as the schema's type; SQLite keeps whatever was written, so a foreign write shows here."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and value != int(value)):
+        raise guard.corrupt_row(Path(db_path), "results", result_id, field, value)
+    if kind is float and value != value:  # NaN stored by hand: would poison medians
+        raise guard.corrupt_row(Path(db_path), "results", result_id, field, value)
+    return kind(value)
 
 
 def _check_metric(metric: str) -> None:
@@ -380,13 +443,16 @@ def series_points(db_path: str | Path, metric: str = "latency_p50_ms") -> dict[t
     with _connect(db_path, create=False) as con:
         cur = con.execute(
             f"SELECT r.model, r.backend, r.precision, r.batch, r.device, u.host_key,"
-            f" r.run_id, u.timestamp, u.git_revision, r.{metric}, r.model_sha256, r.threads, r.measured_on"
+            f" r.run_id, u.timestamp, u.git_revision, r.{metric}, r.model_sha256, r.threads, r.measured_on,"
+            f" r.result_id"
             f" FROM results r JOIN runs u ON u.run_id = r.run_id"
             f" WHERE r.{metric} IS NOT NULL ORDER BY r.run_id, r.result_id"
         )
         grouped: dict[tuple, dict[int, dict[str, Any]]] = {}
-        for model, backend, precision, batch, device, hk, run_id, ts, rev, value, sha, threads, measured_on in cur:
-            key = (model, backend, precision, int(batch), device, hk)
+        for model, backend, precision, batch, device, hk, run_id, ts, rev, value, sha, threads, measured_on, rid in cur:
+            batch = _number(db_path, rid, "batch", batch, int)
+            value = _number(db_path, rid, metric, value)
+            key = (model, backend, precision, batch, device, hk)
             point = grouped.setdefault(key, {}).setdefault(run_id, {
                 "run_id": run_id, "timestamp": ts, "git_revision": rev, "values": [],
                 "model_sha256": sha, "threads": threads, "measured_on": measured_on,
@@ -438,8 +504,11 @@ def assess(
     _check_metric(metric)
     if window < 2:
         raise ConfigError(f"window={window}: needs at least 2 previous runs to estimate noise; use --window 2 or more")
-    if min_relative < 0 or mad_k < 0:
-        raise ConfigError("min_relative and mad_k must be >= 0")
+    from .bounds import check_float
+
+    # finite and bounded: NaN would compare False everywhere and flag nothing, silently
+    check_float("--min-relative", min_relative, 0, 100)
+    check_float("mad_k", mad_k, 0, 1000)
     higher_better = metric in HIGHER_IS_BETTER
     findings = []
     for key, pts in sorted(series_points(db_path, metric).items(), key=lambda kv: tuple(map(str, kv[0]))):

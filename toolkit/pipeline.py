@@ -246,6 +246,9 @@ def compress(checkpoint: str | Path | None = None, *, device: str = "jetson-orin
     prof = load_device(device)
     rec = load_recipe(recipe or prof.default_recipe)
     seed = rec.seed if seed is None else seed
+    from .bounds import check_seed
+
+    check_seed(seed, "--seed")
     from .metrics.thresholds import parse_metric
 
     try:
@@ -272,7 +275,9 @@ def compress(checkpoint: str | Path | None = None, *, device: str = "jetson-orin
     out_path = out_path or Path("runs") / run_id
     the_plan = plan(rec, prof, "onnx" if loaded.kind == "onnx" else "torch", dataset.train is not None)
 
-    with staged(out_path, overwrite, resume=resume, log=progress.log) as stage:
+    with staged(out_path, overwrite, resume=resume, log=progress.log, resumable=True) as stage:
+        if (why := cache.cache_problem()) is not None:  # an unusable cache never fails a run: said, then skipped
+            progress.log(f"cache not used: {why}; this run goes on without it (set OPTKIT_CACHE_DIR to a writable folder)")
         cand_dir = stage / "candidates"
         cand_dir.mkdir(exist_ok=True)
         from .evaluate import effective_threads

@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from . import bounds
 from ._yaml import load_yaml_mapping, pydantic_message
 from .devices import Gates
 from .errors import ConfigError
@@ -38,9 +39,9 @@ class Recipe(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str
     description: str = ""
-    seed: int = 0
-    calibration_size: int = Field(default=300, ge=1)
-    steps: list[Step] = Field(min_length=1)
+    seed: int = Field(default=0, ge=0, le=bounds.SEED_MAX, strict=True)  # numpy seeds are unsigned 32-bit
+    calibration_size: int = Field(default=300, ge=1, le=bounds.CALIBRATION_MAX, strict=True)
+    steps: list[Step]  # may be empty: a baseline-only recipe evaluates, calibrates and bundles the fp32 model
     gates: Gates | None = None      # overrides the device's gates where set
     search: Search = Search()
 

@@ -164,7 +164,7 @@ def profile_shapes(input_dims: Mapping[str, Sequence[int | str | None]], *, min_
     for name, dims in input_dims.items():
         dynamic = [i for i, d in enumerate(dims) if not isinstance(d, int) or isinstance(d, bool) or d < 0]
         if name in given:
-            lo, mid, hi = (tuple(int(v) for v in s) for s in given[name])
+            lo, mid, hi = check_shape_profile(name, given[name])
             if not (len(lo) == len(mid) == len(hi) == len(dims)):
                 raise UnsupportedError(f"input '{name}': profile shapes {lo}/{mid}/{hi} do not have rank {len(dims)}")
             out[name] = (lo, mid, hi)
@@ -213,6 +213,30 @@ def onnx_has_qdq(onnx_path: str | Path) -> bool:
     return "QuantizeLinear" in ops and "DequantizeLinear" in ops
 
 
+def check_shape_profile(name: str, profile) -> ShapeProfile:
+    """A (min, opt, max) profile TensorRT can build: three shapes of one rank, whole dims in 1..SHAPE_DIM_MAX,
+    min <= opt <= max in every dimension. A bad one is refused here, not by trtexec on the device."""
+    from ..bounds import SHAPE_DIM_MAX
+
+    try:
+        lo, mid, hi = (tuple(profile[i]) for i in range(3))
+        if len(profile) != 3:
+            raise ValueError
+    except (TypeError, ValueError, IndexError, KeyError):
+        raise UnsupportedError(f"input '{name}': a TensorRT profile is three shapes (min, opt, max), got {profile!r}") from None
+    if not len(lo) == len(mid) == len(hi):
+        raise UnsupportedError(f"input '{name}': profile shapes {list(lo)}/{list(mid)}/{list(hi)} differ in rank")
+    for shape in (lo, mid, hi):
+        for d in shape:
+            if isinstance(d, bool) or not isinstance(d, int) or not 1 <= d <= SHAPE_DIM_MAX:
+                raise UnsupportedError(f"input '{name}': profile dimension {d!r} in {list(shape)} must be a whole "
+                                       f"number between 1 and {SHAPE_DIM_MAX}; give concrete (min, opt, max) shapes")
+    if not all(a <= b <= c for a, b, c in zip(lo, mid, hi)):
+        raise UnsupportedError(f"input '{name}': profile needs min <= opt <= max in every dimension, got "
+                               f"{list(lo)}/{list(mid)}/{list(hi)}")
+    return lo, mid, hi
+
+
 def _shape_arg(shapes: Mapping[str, Shape]) -> str:
     return ",".join(f"{name}:{'x'.join(str(int(d)) for d in shape)}" for name, shape in shapes.items())
 
@@ -236,6 +260,7 @@ def trtexec_command(onnx_name: str, precision: str, input_shapes: Mapping[str, S
     else:
         args.append("--noTF32")
     if input_shapes:
+        input_shapes = {k: check_shape_profile(k, v) for k, v in input_shapes.items()}
         args.append("--minShapes=" + _shape_arg({k: v[0] for k, v in input_shapes.items()}))
         args.append("--optShapes=" + _shape_arg({k: v[1] for k, v in input_shapes.items()}))
         args.append("--maxShapes=" + _shape_arg({k: v[2] for k, v in input_shapes.items()}))
@@ -563,5 +588,5 @@ class TensorRTSession(Session):
 __all__ = [
     "TensorRTSession", "build_engine", "check_engine_compat", "engine_sidecar_path", "profile_shapes",
     "onnx_input_dims", "onnx_input_profiles", "onnx_has_qdq", "trtexec_command", "ort_tensorrt_providers",
-    "ort_tensorrt_available", "INSTALL_HINT",
+    "ort_tensorrt_available", "INSTALL_HINT", "check_shape_profile",
 ]

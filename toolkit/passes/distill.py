@@ -49,14 +49,15 @@ class TrainOptions(BaseModel):
     lr: float = Field(default=3e-3, gt=0)
     weight_decay: float = Field(default=1e-4, ge=0)
     epochs: int = Field(default=20, ge=1, le=1000)
-    batch_size: int = Field(default=64, ge=1)
+    batch_size: int = Field(default=64, ge=1, le=4096)  # bounds.BATCH_MAX
     warmup_fraction: float = Field(default=0.05, ge=0, lt=1, description="share of steps with linear LR warm-up")
     patience: int = Field(default=5, ge=1, description="epochs without a better validation macro-F1 before stopping")
     grad_clip: float | None = Field(default=1.0, gt=0, description="max gradient L2 norm; null = no clipping")
     label_smoothing: float = Field(default=0.1, ge=0, lt=1)
     class_weights: Literal["balanced"] | None = None
     focal_gamma: float = Field(default=0.0, ge=0, description="> 0: focal loss instead of cross-entropy")
-    seed: int | None = Field(default=None, description="default: the recipe's seed")
+    seed: int | None = Field(default=None, ge=0, le=2**32 - 1,  # bounds.SEED_MAX: numpy seeds are 32-bit
+                             description="default: the recipe's seed")
 
 
 class DistillOptions(TrainOptions):

@@ -50,7 +50,7 @@ class QatOptions(TrainOptions):
     ptq_candidate: str | None = Field(default=None, description="step id of the PTQ candidate to compare against")
     tolerance: float | None = Field(default=None, ge=0, le=1,
                                     description="max validation macro-F1 drop of PTQ; default: the device's max_macro_f1_drop")
-    calibration_batch_size: int = Field(default=32, ge=1)
+    calibration_batch_size: int = Field(default=32, ge=1, le=4096)  # bounds.BATCH_MAX
 
     @model_validator(mode="after")
     def _need_ptq(self) -> "QatOptions":
