@@ -17,12 +17,12 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from toolkit.host import host, library_versions  # noqa: E402
+from toolkit.core.host import host, library_versions  # noqa: E402
 
 
 def run(device: str, cache: Path, out: Path) -> dict:
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "toolkit.cli", "compress", "--device", device, "--out", str(out), "--json"],
+    proc = subprocess.run([sys.executable, "-m", "toolkit.cli.app", "compress", "--device", device, "--out", str(out), "--json"],
                           env={**os.environ, "OPTKIT_CACHE_DIR": str(cache)}, capture_output=True, text=True)
     wall = time.perf_counter() - start
     if proc.returncode != 0:

@@ -106,7 +106,7 @@ def bert6(vocab: int = 8000, dim: int = 384, heads: int = 6, layers: int = 6, cl
 def make_data(name: str, module, n: int = 96, seed: int = 0):
     import torch
 
-    from toolkit.data import Dataset, Split
+    from toolkit.intake.data import Dataset, Split
 
     rng = np.random.default_rng(seed)
     if name == "resnet18":
@@ -144,9 +144,9 @@ STEPS = [
 def bench_model(name: str, threads: int, runs: int, workdir: Path, log) -> list[dict]:
     import torch
 
-    from toolkit import modelio
+    from toolkit.core import modelio
     from toolkit.backends import open_session
-    from toolkit.devices import load_device
+    from toolkit.pipeline.devices import load_device
     from toolkit.metrics.latency import measure_latency
     from toolkit.metrics.size import size_mb
     from toolkit.passes import PassContext, load_all
@@ -236,7 +236,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     import torch
 
-    from toolkit.host import host_label, library_versions
+    from toolkit.core.host import host_label, library_versions
 
     torch.set_num_threads(args.threads)
     versions = library_versions()

@@ -39,12 +39,12 @@ def main(argv=None) -> int:
 
     import torch
 
-    from toolkit import modelio
+    from toolkit.core import modelio
     from toolkit.backends import open_session
-    from toolkit.demo import digits_cnn, digits_dataset, train_classifier
-    from toolkit.devices import load_device
-    from toolkit.evaluate import run_split
-    from toolkit.host import host_label, library_versions
+    from toolkit.intake.demo import digits_cnn, digits_dataset, train_classifier
+    from toolkit.pipeline.devices import load_device
+    from toolkit.pipeline.evaluate import run_split
+    from toolkit.core.host import host_label, library_versions
     from toolkit.metrics.classification import classification_metrics
     from toolkit.metrics.latency import measure_latency
     from toolkit.metrics.size import size_mb

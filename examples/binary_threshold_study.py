@@ -8,7 +8,7 @@ A tiny MLP on the 8x8 pixels is trained for a few seconds (seeded) and saved as 
 its architecture is `tiny_mlp` below, named to optkit as the factory
 `binary_threshold_study:tiny_mlp`.
 
-Then `toolkit.calibrate.calibrate` runs once per threshold metric (f1, youden, balanced): each
+Then `toolkit.pipeline.calibrate.calibrate` runs once per threshold metric (f1, youden, balanced): each
 call re-fits the temperature on validation, tunes the threshold on p(positive) on validation
 for that metric, and reports it on test, with reliability and threshold plots. This script
 puts the three optima side by side (study.md, study.json, study.png).
@@ -148,8 +148,8 @@ def _plot(out: Path, logits_test: np.ndarray, y_test: np.ndarray, rows: list[dic
 
 def study(out: Path, positive: int = 8, seed: int = 0) -> dict:
     """Data, model, one calibrate() per metric, and the side-by-side summary; returns study.json's content."""
-    from toolkit.calibrate import artifact_logits, calibrate
-    from toolkit.data import load_npz
+    from toolkit.pipeline.calibrate import artifact_logits, calibrate
+    from toolkit.intake.data import load_npz
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

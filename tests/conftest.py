@@ -25,7 +25,7 @@ def _hermetic_cache(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def digits():
-    from toolkit.demo import digits_dataset
+    from toolkit.intake.demo import digits_dataset
 
     return digits_dataset()
 
@@ -33,7 +33,7 @@ def digits():
 @pytest.fixture(scope="session")
 def demo_model():
     """The trained demo CNN (torch module) and its safetensors path."""
-    from toolkit import intake
+    from toolkit.intake import checkpoints as intake
 
     loaded = intake.load(None)
     return loaded
@@ -50,8 +50,8 @@ def demo_run(tmp_path_factory):
 
 def make_pass_ctx(workdir: Path, data, module, calibration_size: int = 100, device: str = "x86-avx512"):
     """A PassContext over `data` for calling passes directly, with a quick bench profile."""
-    from toolkit import modelio
-    from toolkit.devices import load_device
+    from toolkit.core import modelio
+    from toolkit.pipeline.devices import load_device
     from toolkit.passes import PassContext
 
     dev = load_device(device)

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from toolkit.backends import availability
-from toolkit.bench import DEFAULT_DYNAMIC_DIM, bench
-from toolkit.errors import ConfigError, DataError, UnsupportedError
-from toolkit.host import host_label
+from toolkit.pipeline.bench import DEFAULT_DYNAMIC_DIM, bench
+from toolkit.core.errors import ConfigError, DataError, UnsupportedError
+from toolkit.core.host import host_label
 
 FAST_PROFILE = """\
 name: bench-test-cpu
@@ -114,7 +114,7 @@ def test_bad_inputs_are_typed_errors(tmp_path, demo_run):
 
 
 def test_history_gets_the_rows(demo_run, tmp_path):
-    from toolkit import history
+    from toolkit.output import history
 
     db = tmp_path / "bench.db"
     onnx_path = demo_run.run_dir / "candidates" / "onnx-fp32" / "model.onnx"

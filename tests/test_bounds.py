@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from toolkit.cli import app
+from toolkit.cli.app import app
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,7 +54,7 @@ def test_device_bench_settings_are_bounded(tmp_path, case, bench, words):
 
 
 def test_every_shipped_profile_is_within_bounds():
-    from toolkit.devices import device_names, load_device
+    from toolkit.pipeline.devices import device_names, load_device
 
     for name in device_names():
         load_device(name)  # raises ConfigError otherwise
@@ -96,9 +96,9 @@ CLI = [
 
 @pytest.mark.parametrize("case,argv,words", CLI, ids=[c[0] for c in CLI])
 def test_cli_numbers_are_bounded_before_any_compute(tmp_path, monkeypatch, case, argv, words):
-    from toolkit import history
+    from toolkit.output import history
 
-    from .test_history import bench_rows
+    from tests.test_history import bench_rows
 
     db = tmp_path / "bench.db"
     history.record(db, bench_rows(1.0), {})
@@ -111,8 +111,8 @@ def test_cli_numbers_are_bounded_before_any_compute(tmp_path, monkeypatch, case,
 def test_library_seed_bound_matches_numpy():
     import numpy as np
 
-    from toolkit.bounds import SEED_MAX, check_seed
-    from toolkit.errors import ConfigError
+    from toolkit.core.bounds import SEED_MAX, check_seed
+    from toolkit.core.errors import ConfigError
 
     np.random.RandomState(check_seed(SEED_MAX))  # the largest accepted seed is one numpy takes
     for bad in (-1, SEED_MAX + 1, True, 1.0, "3"):
@@ -137,7 +137,7 @@ SHAPES = [
 @pytest.mark.parametrize("case,profile,words", SHAPES, ids=[s[0] for s in SHAPES])
 def test_tensorrt_build_command_shapes_are_bounded(case, profile, words):
     from toolkit.backends.tensorrt import profile_shapes, trtexec_command
-    from toolkit.errors import UnsupportedError
+    from toolkit.core.errors import UnsupportedError
 
     with pytest.raises(UnsupportedError, match=re.escape(words)) as err:
         trtexec_command("model.onnx", "fp16", {"x": profile}, "model.engine")

@@ -17,9 +17,9 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import toolkit
-from toolkit.bundle_manifest import DIGEST_KEY, canonical_bytes, seal
-from toolkit.cli import app
-from toolkit.errors import ConfigError, GateFailed, OptkitError
+from toolkit.output.manifest import DIGEST_KEY, canonical_bytes, seal
+from toolkit.cli.app import app
+from toolkit.core.errors import ConfigError, GateFailed, OptkitError
 
 try:
     from typer.testing import CliRunner
@@ -112,7 +112,7 @@ def test_reserved_names_cannot_be_listed(bundle):
     m = manifest_of(bundle)
     (bundle / "engine").mkdir()
     (bundle / "engine" / "x.engine").write_bytes(b"e")
-    from toolkit.data import file_sha256
+    from toolkit.intake.data import file_sha256
     m["sha256"]["engine/x.engine"] = file_sha256(bundle / "engine" / "x.engine")
     write_manifest(bundle, m, reseal=True)
     fails(bundle, "a name the bundle reserves")

@@ -1,4 +1,4 @@
-"""toolkit.calibrate: the standalone calibration section of one artifact, its CLI and the binary example."""
+"""toolkit.pipeline.calibrate: the standalone calibration section of one artifact, its CLI and the binary example."""
 from __future__ import annotations
 
 import json
@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from toolkit.calibrate import calibrate, calibration_report
-from toolkit.cli import app
-from toolkit.errors import CheckpointError, ConfigError
+from toolkit.pipeline.calibrate import calibrate, calibration_report
+from toolkit.cli.app import app
+from toolkit.core.errors import CheckpointError, ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 runner = CliRunner()
@@ -78,7 +78,7 @@ def test_canonical_metric_names(tmp_path):
 # ----------------------------------------------------------------------------- over-confident model
 def test_temperature_fixes_an_overconfident_model(overconfident, digits_file, tmp_path):
     out = tmp_path / "cal"
-    r = calibrate(overconfident, digits_file, out=out, model_factory="toolkit.demo:digits_cnn")
+    r = calibrate(overconfident, digits_file, out=out, model_factory="toolkit.intake.demo:digits_cnn")
     c = r["calibration"]
     assert c["temperature"] > 3.0, c  # the logits were scaled by 6: T undoes most of it
     assert c["val_nll_recalibrated"] < c["val_nll"]
@@ -96,7 +96,7 @@ def test_temperature_fixes_an_overconfident_model(overconfident, digits_file, tm
 
 
 def test_standalone_slices_thresholds_and_notes(overconfident, digits_file, tmp_path):
-    r = calibrate(overconfident, digits_file, metric="youden", out=tmp_path / "cal", model_factory="toolkit.demo:digits_cnn")
+    r = calibrate(overconfident, digits_file, metric="youden", out=tmp_path / "cal", model_factory="toolkit.intake.demo:digits_cnn")
     assert set(r["slices"]) == {"ink", "half"}
     for vals in r["slices"].values():
         assert sum(m["n"] for m in vals.values()) == r["splits"]["n_test"]
@@ -114,13 +114,13 @@ def test_standalone_slices_thresholds_and_notes(overconfident, digits_file, tmp_
 
 
 def test_output_folder_is_not_overwritten_silently(overconfident, digits_file, tmp_path):
-    from toolkit.errors import OutputError
+    from toolkit.core.errors import OutputError
 
     out = tmp_path / "cal"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
     with pytest.raises(OutputError):
-        calibrate(overconfident, digits_file, out=out, model_factory="toolkit.demo:digits_cnn")
+        calibrate(overconfident, digits_file, out=out, model_factory="toolkit.intake.demo:digits_cnn")
     assert (out / "keep.txt").read_text() == "mine"
 
 

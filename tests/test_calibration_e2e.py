@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import yaml
 
-from toolkit.errors import GateFailed
+from toolkit.core.errors import GateFailed
 from toolkit.metrics.calibration import softmax
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -119,7 +119,7 @@ def test_slices_on_every_candidate(strict_run):
 def test_cli_exit_code_3_on_gate_failure(strict_run, tmp_path):
     from typer.testing import CliRunner
 
-    from toolkit.cli import app
+    from toolkit.cli.app import app
 
     r = CliRunner().invoke(app, ["compress", "--device", str(strict_run["device"]), "--recipe", str(strict_run["recipe"]),
                                  "--data", str(strict_run["data"]), "--out", str(tmp_path / "run")])

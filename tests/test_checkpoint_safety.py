@@ -14,9 +14,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from toolkit.checkpoint_safety import check_hf_folder, pt2_problems
-from toolkit.cli import app
-from toolkit.errors import CheckpointError, UnsafeCheckpoint
+from toolkit.intake.safety import check_hf_folder, pt2_problems
+from toolkit.cli.app import app
+from toolkit.core.errors import CheckpointError, UnsafeCheckpoint
 
 runner = CliRunner()
 
@@ -116,7 +116,7 @@ def armed(tmp_path, base_pt2):
 
 @pytest.fixture(scope="module")
 def data_npz(tmp_path_factory) -> Path:
-    from toolkit.demo import digits_dataset
+    from toolkit.intake.demo import digits_dataset
 
     d = digits_dataset()
     path = tmp_path_factory.mktemp("data") / "digits.npz"
@@ -148,7 +148,7 @@ def test_each_vector_runs_code_in_plain_torch(armed, kind):
 def test_inspector_refuses_every_vector(armed, kind):
     path, canary = armed(kind)
     assert pt2_problems(path.read_bytes())
-    from toolkit.intake import load_pt2
+    from toolkit.intake.checkpoints import load_pt2
 
     with pytest.raises(UnsafeCheckpoint) as err:
         load_pt2(path)
@@ -185,7 +185,7 @@ def test_distill_refuses(armed, data_npz, tmp_path):
 
 def test_torch_session_refuses(armed):
     from toolkit.backends import open_session
-    from toolkit.candidate import Candidate
+    from toolkit.core.candidate import Candidate
 
     path, canary = armed()
     cand = Candidate(id="evil", path=path, format="torch", precision="fp32", backend="torch", lineage=("given",),
@@ -218,7 +218,7 @@ def _reseal(bundle: Path, model_file: Path, blob: bytes) -> None:
     manifest = json.loads((bundle / "manifest.json").read_text())
     manifest["sha256"][model_file.relative_to(bundle).as_posix()] = hashlib.sha256(blob).hexdigest()
     try:
-        from toolkit.bundle_manifest import seal
+        from toolkit.output.manifest import seal
     except ImportError:  # a manifest without a digest of its own
         def seal(m):
             return m
@@ -240,7 +240,7 @@ def test_verify_of_a_bundle_refuses(torch_bundle, armed, tmp_path):
 
 # --------------------------------------------------------------------------- what must still load
 def test_a_normal_export_loads_untrusted(base_pt2):
-    from toolkit.intake import load, load_pt2
+    from toolkit.intake.checkpoints import load, load_pt2
 
     assert pt2_problems(base_pt2.read_bytes()) == []
     out = load_pt2(base_pt2).module()(torch.randn(3, 1, 8, 8))
@@ -250,7 +250,7 @@ def test_a_normal_export_loads_untrusted(base_pt2):
 
 def test_optkit_quantized_pt2_loads_untrusted(demo_ctx):
     """The PT2E int8 program optkit writes (output: torch) is data-only and loads without trust."""
-    from toolkit.intake import load_pt2
+    from toolkit.intake.checkpoints import load_pt2
     from toolkit.passes.quantize_pt2e import save_quantized, torch_module
 
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
@@ -271,8 +271,8 @@ def test_optkit_quantized_pt2_loads_untrusted(demo_ctx):
 
 def test_trust_is_explicit_and_carried(armed, tmp_path):
     """--trust-checkpoint loads it (the payload runs: that is what trust means); a derived candidate keeps the flag."""
-    from toolkit.candidate import Candidate
-    from toolkit.intake import load_pt2
+    from toolkit.core.candidate import Candidate
+    from toolkit.intake.checkpoints import load_pt2
 
     path, canary = armed("sample-inputs")
     with pytest.raises(CheckpointError):  # the payload returns a file object, not tensors: torch then fails
@@ -283,8 +283,8 @@ def test_trust_is_explicit_and_carried(armed, tmp_path):
 
 
 def test_record_on_disk_never_grants_trust(tmp_path):
-    from toolkit.candidate import Candidate
-    from toolkit.pipeline import _read_entry, _write_entry
+    from toolkit.core.candidate import Candidate
+    from toolkit.pipeline.compress import _read_entry, _write_entry
 
     folder = tmp_path / "step"
     folder.mkdir()
@@ -334,7 +334,7 @@ def test_inspector_refuses_other_vectors(base_pt2, tmp_path, name, edit, words):
 
 
 def test_not_an_archive_is_a_checkpoint_error(tmp_path):
-    from toolkit.intake import load_pt2
+    from toolkit.intake.checkpoints import load_pt2
 
     bad = tmp_path / "junk.pt2"
     bad.write_bytes(b"not a zip")
@@ -357,12 +357,12 @@ def test_duplicate_entries_are_refused(base_pt2, tmp_path):
 
 # --------------------------------------------------------------------------- other formats
 def test_pickled_pt_and_torchscript_are_refused(tmp_path):
-    from toolkit.intake import load
+    from toolkit.intake.checkpoints import load
 
     canary = tmp_path / "CANARY-pt"
     torch.save({"w": _Canary(str(canary))}, tmp_path / "evil.pt")
     with pytest.raises(UnsafeCheckpoint, match="--trust-checkpoint"):
-        load(tmp_path / "evil.pt", factory="toolkit.demo:digits_cnn")
+        load(tmp_path / "evil.pt", factory="toolkit.intake.demo:digits_cnn")
     assert not canary.exists()
     torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(tmp_path / "ts.pt"))
     with pytest.raises(UnsafeCheckpoint, match="TorchScript"):
@@ -370,7 +370,7 @@ def test_pickled_pt_and_torchscript_are_refused(tmp_path):
 
 
 def test_hf_folder_check_and_folder_message(tmp_path):
-    from toolkit.intake import load
+    from toolkit.intake.checkpoints import load
 
     folder = tmp_path / "hf"
     folder.mkdir()
@@ -390,7 +390,7 @@ def test_hf_folder_check_and_folder_message(tmp_path):
 
 # --------------------------------------------------------------------------- item 8: the demo cache
 def test_demo_cache_is_verified_by_hash(demo_model, capsys):
-    from toolkit.demo import _record_path, demo_checkpoint
+    from toolkit.intake.demo import _record_path, demo_checkpoint
 
     path = Path(demo_checkpoint()[0])
     good = path.read_bytes()
@@ -398,7 +398,7 @@ def test_demo_cache_is_verified_by_hash(demo_model, capsys):
     # A foreign file with a valid safetensors layout: only the hash tells it apart.
     from safetensors.torch import save_file
 
-    from toolkit.demo import digits_cnn
+    from toolkit.intake.demo import digits_cnn
 
     save_file({k: torch.zeros_like(v).contiguous() for k, v in digits_cnn().state_dict().items()}, str(path))
     said: list[str] = []

@@ -5,7 +5,7 @@ import json
 
 from typer.testing import CliRunner
 
-from toolkit.cli import app
+from toolkit.cli.app import app
 
 runner = CliRunner()
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from toolkit import history
-from toolkit.cli import app
+from toolkit.output import history
+from toolkit.cli.app import app
 
 runner = CliRunner()
 # Settings of the nightly check: the detector must see the slow night clearly, so the floor is 30%.

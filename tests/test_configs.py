@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from toolkit.errors import ConfigError
-from toolkit.recipes import RECIPES_DIR, load_recipe
+from toolkit.core.errors import ConfigError
+from toolkit.pipeline.recipes import RECIPES_DIR, load_recipe
 
 
 @pytest.mark.parametrize("path", sorted(RECIPES_DIR.glob("*.yaml")), ids=lambda p: p.stem)

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from toolkit.data import load_npz
-from toolkit.errors import DataError
+from toolkit.intake.data import load_npz
+from toolkit.core.errors import DataError
 
 
 def _save(tmp_path, **arrays):

@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from toolkit.data import MAX_CLASSES, Dataset, load_npz
-from toolkit.errors import DataError
+from toolkit.intake.data import MAX_CLASSES, Dataset, load_npz
+from toolkit.core.errors import DataError
 
 RNG = np.random.default_rng(0)
 X = RNG.random((40, 3)).astype(np.float32)

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from toolkit.devices import DEVICES_DIR, device_names, load_device
-from toolkit.errors import ConfigError
+from toolkit.pipeline.devices import DEVICES_DIR, device_names, load_device
+from toolkit.core.errors import ConfigError
 
 PROFILES = sorted(DEVICES_DIR.glob("*.yaml"))
 EXPECTED = {"jetson-orin-nano", "jetson-agx-orin", "raspberry-pi-5", "x86-avx512",

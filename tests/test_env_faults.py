@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from toolkit.cli import app
+from toolkit.cli.app import app
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,7 +40,7 @@ def env(tmp_path_factory, demo_model):
     """Recipes, a quick bench profile, and the demo as safetensors + .npz (so no run needs the demo cache)."""
     from safetensors.torch import save_file
 
-    from toolkit.demo import digits_dataset
+    from toolkit.intake.demo import digits_dataset
 
     w = tmp_path_factory.mktemp("env")
     (w / "one.yaml").write_text(ONE_PASS)
@@ -59,7 +59,7 @@ def env(tmp_path_factory, demo_model):
 
 
 def compress_args(env: Path, out: Path, recipe: str = "base.yaml", *extra: str) -> list[str]:
-    return ["compress", str(env / "demo.safetensors"), "--model-factory", "toolkit.demo:digits_cnn",
+    return ["compress", str(env / "demo.safetensors"), "--model-factory", "toolkit.intake.demo:digits_cnn",
             "--data", str(env / "digits.npz"), "--device", str(env / "quick.yaml"), "--recipe", str(env / recipe),
             "--out", str(out), *extra]
 
@@ -94,9 +94,9 @@ def test_out_that_must_not_be_replaced_is_refused_untouched(tmp_path, monkeypatc
 
 
 def test_nightly_out_dot_is_refused(tmp_path, monkeypatch):
-    from toolkit import history
+    from toolkit.output import history
 
-    from .test_history import bench_rows
+    from tests.test_history import bench_rows
 
     db = tmp_path / "bench.db"
     history.record(db, bench_rows(1.0), {})
@@ -131,7 +131,7 @@ def _no_space(path="report/index.html"):
     return fail
 
 
-@pytest.mark.parametrize("where", ["toolkit.report.write_report", "toolkit.bundle.write_bundle"])
+@pytest.mark.parametrize("where", ["toolkit.output.report.write_report", "toolkit.output.bundle.write_bundle"])
 def test_full_disk_at_the_end_keeps_the_work_and_resume_finishes(env, tmp_path, monkeypatch, where):
     out = tmp_path / "run"
     staging = tmp_path / ".run.optkit-staging"
@@ -156,8 +156,8 @@ def test_full_disk_at_the_end_keeps_the_work_and_resume_finishes(env, tmp_path, 
 
 def test_full_disk_in_a_non_resumable_command_cleans_up(tmp_path, monkeypatch):
     """calibrate/nightly have no --resume: a failed write removes its staging folder and says so."""
-    from toolkit.errors import OutputError
-    from toolkit.outputs import staged
+    from toolkit.core.errors import OutputError
+    from toolkit.output.staging import staged
 
     out = tmp_path / "cal"
     with pytest.raises(OutputError, match="No space left on device") as err:
@@ -199,17 +199,17 @@ def _boom(*a, **k):
 
 # (command line, the library function it calls, patched to fail unexpectedly)
 COMMANDS = [
-    (["compress"], "toolkit.pipeline.compress"),
-    (["verify", "bundle"], "toolkit.bundle.verify"),
-    (["doctor"], "toolkit.doctor.doctor"),
-    (["devices", "list"], "toolkit.devices.device_names"),
-    (["devices", "show", "jetson"], "toolkit.devices.load_device"),
-    (["recipes", "list"], "toolkit.recipes.recipe_names"),
-    (["recipes", "show", "default"], "toolkit.recipes.load_recipe"),
-    (["calibrate", "m.onnx", "--data", "d.npz"], "toolkit.calibrate.calibrate"),
-    (["bench", "m.onnx", "--device", "jetson"], "toolkit.bench.bench"),
-    (["report", "nightly", "--history", "b.db"], "toolkit.nightly.write_nightly_report"),
-    (["distill"], "toolkit.distill_cmd.distill"),
+    (["compress"], "toolkit.pipeline.compress.compress"),
+    (["verify", "bundle"], "toolkit.output.bundle.verify"),
+    (["doctor"], "toolkit.pipeline.doctor.doctor"),
+    (["devices", "list"], "toolkit.pipeline.devices.device_names"),
+    (["devices", "show", "jetson"], "toolkit.pipeline.devices.load_device"),
+    (["recipes", "list"], "toolkit.pipeline.recipes.recipe_names"),
+    (["recipes", "show", "default"], "toolkit.pipeline.recipes.load_recipe"),
+    (["calibrate", "m.onnx", "--data", "d.npz"], "toolkit.pipeline.calibrate.calibrate"),
+    (["bench", "m.onnx", "--device", "jetson"], "toolkit.pipeline.bench.bench"),
+    (["report", "nightly", "--history", "b.db"], "toolkit.output.nightly.write_nightly_report"),
+    (["distill"], "toolkit.pipeline.distill.distill"),
 ]
 
 
@@ -245,7 +245,7 @@ def test_internal_error_in_the_last_step_logs_into_the_kept_run_and_resumes(env,
     out = tmp_path / "run"
     staging = tmp_path / ".run.optkit-staging"
     with monkeypatch.context() as m:
-        m.setattr("toolkit.report.write_report", _boom)
+        m.setattr("toolkit.output.report.write_report", _boom)
         r = runner.invoke(app, compress_args(env, out, "one.yaml"))
     assert r.exit_code == 70, r.output
     err = lines(r.stderr)
@@ -263,7 +263,7 @@ def test_log_falls_back_to_the_temp_folder_when_the_cache_is_unwritable(tmp_path
     blocker = tmp_path / "file"
     blocker.write_text("x")
     monkeypatch.setenv("OPTKIT_CACHE_DIR", str(blocker / "cache"))
-    monkeypatch.setattr("toolkit.doctor.doctor", _boom)
+    monkeypatch.setattr("toolkit.pipeline.doctor.doctor", _boom)
     r = runner.invoke(app, ["doctor"])
     assert r.exit_code == 70
     log = Path(INTERNAL.match(lines(r.stderr)[0]).group(3))
@@ -274,7 +274,7 @@ def test_log_falls_back_to_the_temp_folder_when_the_cache_is_unwritable(tmp_path
 def test_library_api_still_raises(monkeypatch):
     import toolkit
 
-    monkeypatch.setattr("toolkit.pipeline.load_device", _boom)
+    monkeypatch.setattr("toolkit.pipeline.compress.load_device", _boom)
     with pytest.raises(RuntimeError, match="boom"):
         toolkit.compress(None, device="jetson")
 
@@ -304,7 +304,7 @@ def test_one_wrapper_covers_every_command_and_typer_pretty_exceptions_are_off(mo
 
     import typer
 
-    from toolkit.cli_guard import GuardedGroup
+    from toolkit.cli.guard import GuardedGroup
 
     group = typer.main.get_command(app)
     assert isinstance(group, GuardedGroup) and app.pretty_exceptions_enable is False
@@ -318,9 +318,9 @@ def test_one_wrapper_covers_every_command_and_typer_pretty_exceptions_are_off(mo
 
 
 def test_real_process_shows_no_traceback(tmp_path):
-    code = ("import toolkit.doctor as d\n"
+    code = ("import toolkit.pipeline.doctor as d\n"
             "def boom(*a, **k):\n    raise ValueError('bad thing')\n"
-            "d.doctor = boom\nfrom toolkit.cli import app\napp(['doctor'], prog_name='optkit')\n")
+            "d.doctor = boom\nfrom toolkit.cli.app import app\napp(['doctor'], prog_name='optkit')\n")
     p = subprocess.run([sys.executable, "-c", code], cwd=str(ROOT), capture_output=True, text=True, timeout=120,
                        env={**os.environ, "OPTKIT_CACHE_DIR": str(tmp_path)})
     assert p.returncode == 70

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from toolkit.devices import Accelerator, DeviceProfile
-from toolkit.errors import UnsupportedError
-from toolkit.estimates import estimate_for_device, onnx_cost, pick_accelerator, roofline_latency_ms
+from toolkit.pipeline.devices import Accelerator, DeviceProfile
+from toolkit.core.errors import UnsupportedError
+from toolkit.pipeline.estimates import estimate_for_device, onnx_cost, pick_accelerator, roofline_latency_ms
 
 
 def _export(module, example, path: Path) -> Path:

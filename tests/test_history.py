@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from toolkit import history
-from toolkit.errors import ConfigError, DataError
+from toolkit.output import history
+from toolkit.core.errors import ConfigError, DataError
 
 HOST = {
     "cpu_model": "AMD EPYC 9R14 96-Core Processor",

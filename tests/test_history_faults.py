@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from toolkit import history, history_guard
-from toolkit.cli import app
-from toolkit.errors import ConfigError, HistoryError
+from toolkit.output import history
+from toolkit.output import history_guard
+from toolkit.cli.app import app
+from toolkit.core.errors import ConfigError, HistoryError
 
-from .test_history import HOST, LIBS, bench_rows, make_history
+from tests.test_history import HOST, LIBS, bench_rows, make_history
 
 runner = CliRunner()
 META = {"host_fingerprint": HOST, "library_versions": LIBS, "git_revision": "abc", "timestamp": "2026-03-09T02:00:00+00:00"}
@@ -167,7 +168,7 @@ def test_a_foreign_file_is_refused_before_bench_times_anything(tmp_path, monkeyp
     db = tmp_path / "bench.db"
     db.write_text("model,latency\n")
     timed = []
-    monkeypatch.setattr("toolkit.bench._collect", lambda paths: timed.append(paths) or [])
+    monkeypatch.setattr("toolkit.pipeline.bench._collect", lambda paths: timed.append(paths) or [])
     r = runner.invoke(app, ["bench", str(tmp_path / "m.onnx"), "--device", "jetson", "--history", str(db)])
     assert r.exit_code == 2 and "not an optkit history database" in r.stderr
     assert timed == [] and not side_files(db)

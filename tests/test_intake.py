@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from toolkit import intake
-from toolkit.errors import CheckpointError, UnsafeCheckpoint
+from toolkit.intake import checkpoints as intake
+from toolkit.core.errors import CheckpointError, UnsafeCheckpoint
 
 
 def _logits(module, x):
@@ -16,7 +16,7 @@ def _logits(module, x):
 
 @pytest.fixture(scope="module")
 def cnn():
-    from toolkit.demo import digits_cnn
+    from toolkit.intake.demo import digits_cnn
 
     torch.manual_seed(0)
     return digits_cnn().eval()
@@ -32,7 +32,7 @@ def test_safetensors_with_factory(tmp_path, cnn, x):
 
     path = tmp_path / "m.safetensors"
     save_file(cnn.state_dict(), str(path))
-    loaded = intake.load(path, factory="toolkit.demo:digits_cnn")
+    loaded = intake.load(path, factory="toolkit.intake.demo:digits_cnn")
     assert loaded.kind == "torch" and len(loaded.sha256) == 64
     np.testing.assert_array_equal(_logits(loaded.module, x), _logits(cnn, x))
 
@@ -40,7 +40,7 @@ def test_safetensors_with_factory(tmp_path, cnn, x):
 def test_zip_state_dict_loads_weights_only(tmp_path, cnn, x):
     path = tmp_path / "m.pt"
     torch.save({"state_dict": cnn.state_dict()}, path)
-    loaded = intake.load(path, factory="toolkit.demo:digits_cnn")
+    loaded = intake.load(path, factory="toolkit.intake.demo:digits_cnn")
     np.testing.assert_array_equal(_logits(loaded.module, x), _logits(cnn, x))
 
 
@@ -68,7 +68,7 @@ def test_state_dict_mismatch_lists_every_key(tmp_path, cnn):
     state["6.weight"] = torch.zeros(3, 3)
     save_file(state, str(tmp_path / "bad.safetensors"))
     with pytest.raises(CheckpointError) as err:
-        intake.load(tmp_path / "bad.safetensors", factory="toolkit.demo:digits_cnn")
+        intake.load(tmp_path / "bad.safetensors", factory="toolkit.intake.demo:digits_cnn")
     msg = str(err.value)
     assert "missing keys: 0.bias" in msg and "unexpected keys: extra.weight" in msg and "6.weight (3, 3) vs (128, 1024)" in msg
     assert "\n" not in msg
@@ -81,7 +81,7 @@ def test_nan_weights_are_refused(tmp_path, cnn):
     state["0.weight"][0, 0, 0, 0] = float("nan")
     save_file(state, str(tmp_path / "nan.safetensors"))
     with pytest.raises(CheckpointError, match="NaN/Inf in 0.weight"):
-        intake.load(tmp_path / "nan.safetensors", factory="toolkit.demo:digits_cnn")
+        intake.load(tmp_path / "nan.safetensors", factory="toolkit.intake.demo:digits_cnn")
 
 
 class _Canary:
@@ -98,7 +98,7 @@ def test_code_carrying_pickle_never_runs(tmp_path, monkeypatch):
     torch.save({"weights": _Canary(str(canary))}, path)
     monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")  # must not turn into a silent fallback
     with pytest.raises(UnsafeCheckpoint, match="--trust-checkpoint"):
-        intake.load(path, factory="toolkit.demo:digits_cnn")
+        intake.load(path, factory="toolkit.intake.demo:digits_cnn")
     assert not canary.exists()
 
 
@@ -148,7 +148,7 @@ def test_bad_files_give_one_line_errors(tmp_path, name, content, match):
     if content is not None:
         path.write_bytes(content)
     with pytest.raises(CheckpointError, match=match) as err:
-        intake.load(path, factory="toolkit.demo:digits_cnn")
+        intake.load(path, factory="toolkit.intake.demo:digits_cnn")
     assert str(path) in str(err.value) and "\n" not in str(err.value)
 
 

@@ -19,11 +19,12 @@ import torch.nn as nn
 from onnx import TensorProto, helper, numpy_helper
 from typer.testing import CliRunner
 
-from toolkit import intake, model_check
-from toolkit.cli import app
-from toolkit.data import load_npz
-from toolkit.errors import CheckpointError, DataError, OptkitError
-from toolkit.pipeline import _check_model_fits
+from toolkit.intake import checkpoints as intake
+from toolkit.intake import model_check
+from toolkit.cli.app import app
+from toolkit.intake.data import load_npz
+from toolkit.core.errors import CheckpointError, DataError, OptkitError
+from toolkit.pipeline.compress import _check_model_fits
 
 runner = CliRunner()
 N, F, K = 120, 8, 3

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from toolkit import nightly
-from toolkit.errors import ConfigError, OutputError
+from toolkit.output import nightly
+from toolkit.core.errors import ConfigError, OutputError
 
 from tests.test_history import make_history
 
@@ -100,7 +100,7 @@ def test_missing_history_is_a_config_error(tmp_path):
 
 
 def test_import_is_lean():
-    code = ("import sys, toolkit.nightly, toolkit.history;"
+    code = ("import sys, toolkit.output.nightly, toolkit.output.history;"
             "bad = [m for m in ('matplotlib','jinja2','onnxruntime','openvino','torch') if m in sys.modules];"
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parent.parent, check=True)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import toolkit
-from toolkit.errors import GateFailed
+from toolkit.core.errors import GateFailed
 
 NEED = ["macro_f1", "accuracy", "ece", "latency_p50_ms", "latency_p95_ms", "size_mb"]
 
@@ -86,8 +86,8 @@ def test_bundle_verifies_and_catches_a_flipped_byte(demo_run, tmp_path):
 
 def test_verify_catches_wrong_expected_outputs(demo_run, tmp_path):
     """A bundle whose hashes (and manifest digest) are consistent but whose fixtures lie is still caught by re-running them."""
-    from toolkit.bundle_manifest import seal
-    from toolkit.data import file_sha256
+    from toolkit.output.manifest import seal
+    from toolkit.intake.data import file_sha256
 
     bundle = shutil.copytree(demo_run.run_dir / "bundle", tmp_path / "b")
     exp = dict(np.load(bundle / "fixtures" / "expected.npz"))

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from toolkit.devices import device_names, load_device
-from toolkit.pipeline import deployable, plan
-from toolkit.recipes import load_recipe
+from toolkit.pipeline.devices import device_names, load_device
+from toolkit.pipeline.compress import deployable, plan
+from toolkit.pipeline.recipes import load_recipe
 
 
 @pytest.mark.parametrize("name", device_names())

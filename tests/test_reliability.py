@@ -15,7 +15,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from toolkit.cli import app
+from toolkit.cli.app import app
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,7 +43,7 @@ def ws(tmp_path_factory, demo_model):
     """A workspace of inputs, good and bad, that every bad-input case reads from."""
     from safetensors.torch import save_file
 
-    from toolkit.demo import digits_dataset
+    from toolkit.intake.demo import digits_dataset
 
     w = tmp_path_factory.mktemp("ws")
     d = digits_dataset()
@@ -108,24 +108,24 @@ BAD = [
     ("state-dict-no-factory", ["{w}/good.safetensors", "--data", "{w}/good.npz"], "--model-factory"),
     ("factory-format", ["{w}/good.safetensors", "--model-factory", "nocolon"], "must look like"),
     ("factory-module", ["{w}/good.safetensors", "--model-factory", "nosuchmod:f"], "cannot import nosuchmod"),
-    ("factory-function", ["{w}/good.safetensors", "--model-factory", "toolkit.demo:nope"], "has no function nope"),
-    ("state-dict-mismatch", ["{w}/mismatch.safetensors", "--model-factory", "toolkit.demo:digits_cnn"], "missing keys: 0.bias"),
-    ("nan-weights", ["{w}/nan.safetensors", "--model-factory", "toolkit.demo:digits_cnn"], "NaN/Inf in 8.bias"),
-    ("code-pickle", ["{w}/evil.pt", "--model-factory", "toolkit.demo:digits_cnn"], "pickled code"),
+    ("factory-function", ["{w}/good.safetensors", "--model-factory", "toolkit.intake.demo:nope"], "has no function nope"),
+    ("state-dict-mismatch", ["{w}/mismatch.safetensors", "--model-factory", "toolkit.intake.demo:digits_cnn"], "missing keys: 0.bias"),
+    ("nan-weights", ["{w}/nan.safetensors", "--model-factory", "toolkit.intake.demo:digits_cnn"], "NaN/Inf in 8.bias"),
+    ("code-pickle", ["{w}/evil.pt", "--model-factory", "toolkit.intake.demo:digits_cnn"], "pickled code"),
     ("torchscript", ["{w}/script.pt"], "TorchScript"),
     ("builtin-unknown", ["builtin:resnet"], "unknown built-in model"),
-    ("data-missing", ["{w}/good.safetensors", "--model-factory", "toolkit.demo:digits_cnn", "--data", "{w}/no.npz"], "data file not found"),
-    ("data-not-npz", ["{w}/good.safetensors", "--model-factory", "toolkit.demo:digits_cnn", "--data", "{w}/notnpz.npz"], "not a readable .npz"),
-    ("data-no-y", ["{w}/good.safetensors", "--model-factory", "toolkit.demo:digits_cnn", "--data", "{w}/noy.npz"], "no 'y' array"),
-    ("data-float-y", ["{w}/good.safetensors", "--model-factory", "toolkit.demo:digits_cnn", "--data", "{w}/floaty.npz"], "1-D integer"),
-    ("data-rows", ["{w}/good.safetensors", "--model-factory", "toolkit.demo:digits_cnn", "--data", "{w}/rows.npz"], "rows but 'y' has"),
-    ("data-nan", ["{w}/good.safetensors", "--model-factory", "toolkit.demo:digits_cnn", "--data", "{w}/nanx.npz"], "NaN or Inf"),
-    ("data-too-small", ["{w}/good.safetensors", "--model-factory", "toolkit.demo:digits_cnn", "--data", "{w}/tiny.npz"], "need at least 20"),
-    ("data-constant", ["{w}/good.safetensors", "--model-factory", "toolkit.demo:digits_cnn", "--data", "{w}/const.npz"], "is constant"),
-    ("data-wrong-shape", ["{w}/good.safetensors", "--model-factory", "toolkit.demo:digits_cnn", "--data", "{w}/wrongshape.npz"], "does not accept the data's inputs"),
-    ("data-wrong-dtype", ["{w}/good.safetensors", "--model-factory", "toolkit.demo:digits_cnn", "--data", "{w}/ints.npz"], "does not accept the data's inputs"),
-    ("data-class-count", ["{w}/good.safetensors", "--model-factory", "toolkit.demo:digits_cnn", "--data", "{w}/fewclasses.npz"], "3 classes"),
-    ("data-strings", ["{w}/good.safetensors", "--model-factory", "toolkit.demo:digits_cnn", "--data", "{w}/strings.npz"], "use float32 or int64"),
+    ("data-missing", ["{w}/good.safetensors", "--model-factory", "toolkit.intake.demo:digits_cnn", "--data", "{w}/no.npz"], "data file not found"),
+    ("data-not-npz", ["{w}/good.safetensors", "--model-factory", "toolkit.intake.demo:digits_cnn", "--data", "{w}/notnpz.npz"], "not a readable .npz"),
+    ("data-no-y", ["{w}/good.safetensors", "--model-factory", "toolkit.intake.demo:digits_cnn", "--data", "{w}/noy.npz"], "no 'y' array"),
+    ("data-float-y", ["{w}/good.safetensors", "--model-factory", "toolkit.intake.demo:digits_cnn", "--data", "{w}/floaty.npz"], "1-D integer"),
+    ("data-rows", ["{w}/good.safetensors", "--model-factory", "toolkit.intake.demo:digits_cnn", "--data", "{w}/rows.npz"], "rows but 'y' has"),
+    ("data-nan", ["{w}/good.safetensors", "--model-factory", "toolkit.intake.demo:digits_cnn", "--data", "{w}/nanx.npz"], "NaN or Inf"),
+    ("data-too-small", ["{w}/good.safetensors", "--model-factory", "toolkit.intake.demo:digits_cnn", "--data", "{w}/tiny.npz"], "need at least 20"),
+    ("data-constant", ["{w}/good.safetensors", "--model-factory", "toolkit.intake.demo:digits_cnn", "--data", "{w}/const.npz"], "is constant"),
+    ("data-wrong-shape", ["{w}/good.safetensors", "--model-factory", "toolkit.intake.demo:digits_cnn", "--data", "{w}/wrongshape.npz"], "does not accept the data's inputs"),
+    ("data-wrong-dtype", ["{w}/good.safetensors", "--model-factory", "toolkit.intake.demo:digits_cnn", "--data", "{w}/ints.npz"], "does not accept the data's inputs"),
+    ("data-class-count", ["{w}/good.safetensors", "--model-factory", "toolkit.intake.demo:digits_cnn", "--data", "{w}/fewclasses.npz"], "3 classes"),
+    ("data-strings", ["{w}/good.safetensors", "--model-factory", "toolkit.intake.demo:digits_cnn", "--data", "{w}/strings.npz"], "use float32 or int64"),
     ("out-not-empty", ["--out", "{w}/full"], "not empty"),
     ("out-symlink", ["--out", "{w}/link"], "symbolic link"),
     ("out-under-a-file", ["--out", "{w}/afile/run"], "afile"),
@@ -166,7 +166,7 @@ def test_at_least_thirty_distinct_bad_inputs():
 
 
 def _optkit(*args, env=None, **kw):
-    return subprocess.Popen([sys.executable, "-m", "toolkit.cli", *args], cwd=str(ROOT), env={**os.environ, **(env or {})},
+    return subprocess.Popen([sys.executable, "-m", "toolkit.cli.app", *args], cwd=str(ROOT), env={**os.environ, **(env or {})},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 

@@ -1,8 +1,8 @@
 """Selection: Pareto front, budgets, tie band, and a reason for every loser."""
 from __future__ import annotations
 
-from toolkit.devices import Budgets, Gates
-from toolkit.select import Scored, checks_for, pareto_front, select
+from toolkit.pipeline.devices import Budgets, Gates
+from toolkit.pipeline.select import Scored, checks_for, pareto_front, select
 
 
 def _m(size, p95, f1, **kw):

@@ -11,21 +11,21 @@ __version__ = "0.1.0"
 
 
 def compress(*args, **kwargs):
-    """See toolkit.pipeline.compress (the same function `optkit compress` calls)."""
-    from .pipeline import compress as _compress
+    """See toolkit.pipeline.compress.compress (the same function `optkit compress` calls)."""
+    from toolkit.pipeline.compress import compress as _compress
 
     return _compress(*args, **kwargs)
 
 
 def verify(folder, **kwargs):
-    """See toolkit.bundle.verify (the same function `optkit verify` calls)."""
-    from .bundle import verify as _verify
+    """See toolkit.output.bundle.verify (the same function `optkit verify` calls)."""
+    from toolkit.output.bundle import verify as _verify
 
     return _verify(folder, **kwargs)
 
 
 def sign(folder, key, **kwargs):
-    """See toolkit.signing.sign (the same function `optkit sign` calls; needs optkit[sign])."""
-    from .signing import sign as _sign
+    """See toolkit.output.signing.sign (the same function `optkit sign` calls; needs optkit[sign])."""
+    from toolkit.output.signing import sign as _sign
 
     return _sign(folder, key, **kwargs)

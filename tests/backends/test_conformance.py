@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from toolkit import modelio
+from toolkit.core import modelio
 from toolkit.backends import availability, open_session
-from toolkit.candidate import Candidate
-from toolkit.data import Dataset, Split
-from toolkit.devices import load_device
+from toolkit.core.candidate import Candidate
+from toolkit.intake.data import Dataset, Split
+from toolkit.pipeline.devices import load_device
 from toolkit.passes import PassContext, load_all
 from toolkit.passes.export import save_baseline
 
@@ -24,7 +24,7 @@ def _ctx(tmp_path, inputs: dict, n_classes: int) -> PassContext:
 
 
 def _cnn_case():
-    from toolkit.demo import digits_cnn
+    from toolkit.intake.demo import digits_cnn
 
     torch.manual_seed(0)
     return digits_cnn().eval(), {"x": np.random.default_rng(1).random((6, 1, 8, 8), dtype=np.float32)}, 10

@@ -15,8 +15,8 @@ import pytest
 
 from toolkit.backends import availability, open_session
 from toolkit.backends import tensorrt as trt_backend
-from toolkit.candidate import Candidate
-from toolkit.errors import BackendUnavailable, UnsupportedError
+from toolkit.core.candidate import Candidate
+from toolkit.core.errors import BackendUnavailable, UnsupportedError
 
 TRT_OK, TRT_REASON = availability("tensorrt")
 HAS_TRT_PACKAGE = importlib.util.find_spec("tensorrt") is not None

@@ -247,7 +247,7 @@ def test_calibration_summary_rejects_class_mismatch():
 
 # ----------------------------------------------------------------------------- plot
 def test_plot_reliability_writes_png(tmp_path):
-    from toolkit.plots_calibration import plot_reliability
+    from toolkit.output.plots_calibration import plot_reliability
 
     zv, yv = overconfident_split(800, seed=30)
     t = cal.fit_temperature(zv, yv)

@@ -175,7 +175,7 @@ def test_slice_metrics_per_value():
 
 # ----------------------------------------------------------------------------- plot
 def test_plot_confusion_writes_png(tmp_path):
-    from toolkit.plots_calibration import plot_confusion
+    from toolkit.output.plots_calibration import plot_confusion
 
     y, pred = noisy_predictions(500, 6, 0.7, seed=0)
     m = clf.classification_metrics(y, pred, 6, labels=[f"class-{i}" for i in range(6)])

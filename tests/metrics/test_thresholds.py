@@ -219,7 +219,7 @@ def test_thresholded_metrics_on_test_split():
 
 # ----------------------------------------------------------------------------- plot
 def test_plot_threshold_curves_writes_png(tmp_path):
-    from toolkit.plots_calibration import plot_threshold_curves
+    from toolkit.output.plots_calibration import plot_threshold_curves
 
     scores, y = noisy_scores(500, seed=0)
     out = plot_threshold_curves(th.threshold_curves(scores, y), tmp_path / "curves.png", "class 1 vs rest")

@@ -11,8 +11,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _ctx(tmp_path, digits, module):
-    from toolkit import modelio
-    from toolkit.devices import load_device
+    from toolkit.core import modelio
+    from toolkit.pipeline.devices import load_device
     from toolkit.passes.export import save_baseline
 
     io = modelio.from_data(digits.val.inputs, digits.n_classes)
@@ -25,7 +25,7 @@ def _ctx(tmp_path, digits, module):
 
 def _test_f1(cand, split, n):
     from toolkit.backends import open_session
-    from toolkit.evaluate import run_split
+    from toolkit.pipeline.evaluate import run_split
     from toolkit.metrics.classification import _macro_f1
 
     with open_session(cand, threads=2) as s:
@@ -79,7 +79,7 @@ def test_every_other_layer_halves_an_encoder():
 def test_every_other_layer_refuses_models_without_a_layer_list():
     import torch.nn as nn
 
-    from toolkit.errors import UnsupportedError
+    from toolkit.core.errors import UnsupportedError
     from toolkit.passes.distill import DistillOptions, make_student
 
     with pytest.raises(UnsupportedError, match="ModuleList"):
@@ -97,7 +97,7 @@ def test_bad_student_rule_is_a_config_error():
 
 def test_distill_recipe_loads_and_training_section_renders(distilled, tmp_path):
     from toolkit.passes.distill import training_section
-    from toolkit.recipes import load_recipe
+    from toolkit.pipeline.recipes import load_recipe
 
     r = load_recipe(ROOT / "recipes" / "distill-int8.yaml")
     assert [s.pass_name for s in r.steps].count("distill") == 1

@@ -8,7 +8,7 @@ TOL = 0.01
 
 def test_inc_autotune_int8_within_tolerance(demo_ctx, digits):
     pytest.importorskip("neural_compressor")
-    from toolkit.evaluate import evaluate
+    from toolkit.pipeline.evaluate import evaluate
     from toolkit.passes.quantize_inc import IncOptions, inc_ptq
 
     ctx, base = demo_ctx
@@ -34,7 +34,7 @@ def test_inc_without_tuning_from_an_exported_archive(demo_ctx):
 
 
 def test_doctor_lists_every_engine():
-    from toolkit.doctor import doctor
+    from toolkit.pipeline.doctor import doctor
 
     engines = {e["engine"]: e for e in doctor()["engines"]}
     assert {"ort", "nncf", "pt2e", "inc"} <= set(engines)

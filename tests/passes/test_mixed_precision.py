@@ -9,8 +9,8 @@ TOL = 0.01
 
 
 def _ctx(tmp_path, data, module, calibration_size=100):
-    from toolkit import modelio
-    from toolkit.devices import load_device
+    from toolkit.core import modelio
+    from toolkit.pipeline.devices import load_device
     from toolkit.passes import PassContext
 
     io = modelio.from_data(data.val.inputs, data.n_classes)
@@ -94,8 +94,8 @@ def test_kept_layers_really_run_fp32_and_the_rest_int8(sensitive):
 
 
 def test_mixed_candidate_evaluates_within_tolerance(sensitive, digits):
-    from toolkit.devices import load_device
-    from toolkit.evaluate import evaluate
+    from toolkit.pipeline.devices import load_device
+    from toolkit.pipeline.evaluate import evaluate
 
     ctx, _, onnx_c, cand = sensitive
     dev = load_device("x86-avx512").model_copy(update={"bench": load_device("x86-avx512").bench.model_copy(

@@ -8,7 +8,7 @@ TOL = 0.01
 
 def test_pt2e_int8_onnx_runs_within_tolerance(demo_ctx, digits):
     pytest.importorskip("torchao")
-    from toolkit.evaluate import evaluate
+    from toolkit.pipeline.evaluate import evaluate
     from toolkit.passes.quantize_pt2e import Pt2eOptions, pt2e_ptq
 
     ctx, base = demo_ctx
@@ -39,7 +39,7 @@ def test_pt2e_torch_output_loads_back(demo_ctx):
 
 def test_arm_quantizer_is_picked_for_arm_targets(demo_ctx):
     pytest.importorskip("torchao")
-    from toolkit.devices import load_device
+    from toolkit.pipeline.devices import load_device
     from toolkit.passes.quantize_pt2e import pick_quantizer
 
     ctx, _ = demo_ctx

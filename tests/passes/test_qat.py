@@ -12,7 +12,7 @@ def outlier_mlp(digits):
     import torch
     import torch.nn as nn
 
-    from toolkit.demo import train_classifier
+    from toolkit.intake.demo import train_classifier
     from toolkit.passes.distill import deterministic
 
     with deterministic(0):
@@ -28,7 +28,7 @@ def outlier_mlp(digits):
 
 def _f1(cand, split, n):
     from toolkit.backends import open_session
-    from toolkit.evaluate import run_split
+    from toolkit.pipeline.evaluate import run_split
     from toolkit.metrics.classification import _macro_f1
 
     with open_session(cand, threads=2) as s:
@@ -37,8 +37,8 @@ def _f1(cand, split, n):
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory, digits):
-    from toolkit import modelio
-    from toolkit.devices import load_device
+    from toolkit.core import modelio
+    from toolkit.pipeline.devices import load_device
     from toolkit.passes.export import save_baseline
 
     P = load_all()
@@ -70,7 +70,7 @@ def test_qat_recovers_half_of_the_ptq_loss(setup, digits):
 
 
 def test_qat_skips_when_ptq_is_within_tolerance(setup):
-    from toolkit.errors import UnsupportedError
+    from toolkit.core.errors import UnsupportedError
 
     ctx, base, _ = setup
     spec = load_all()["qat"]

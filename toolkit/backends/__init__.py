@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import importlib
 
-from ..errors import BackendUnavailable, ConfigError
-from .base import BACKENDS, Session, register_backend
+from toolkit.core.errors import BackendUnavailable, ConfigError
+from toolkit.backends.base import BACKENDS, Session, register_backend
 
 # Module per backend name; importing it registers the Session class.
 _MODULES = {

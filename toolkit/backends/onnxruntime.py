@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Session, register_backend
+from toolkit.backends.base import Session, register_backend
 
 
 @register_backend("onnxruntime")

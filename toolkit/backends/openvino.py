@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Session, register_backend
+from toolkit.backends.base import Session, register_backend
 
 
 def cpu_capabilities() -> list[str]:

@@ -34,9 +34,9 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..errors import BackendUnavailable, DataError, UnsupportedError
-from .base import Session, register_backend
-from ..data import file_sha256
+from toolkit.core.errors import BackendUnavailable, DataError, UnsupportedError
+from toolkit.backends.base import Session, register_backend
+from toolkit.intake.data import file_sha256
 
 INSTALL_HINT = "install TensorRT (JetPack on Jetson, or NVIDIA's pip index) on the target"
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
@@ -216,7 +216,7 @@ def onnx_has_qdq(onnx_path: str | Path) -> bool:
 def check_shape_profile(name: str, profile) -> ShapeProfile:
     """A (min, opt, max) profile TensorRT can build: three shapes of one rank, whole dims in 1..SHAPE_DIM_MAX,
     min <= opt <= max in every dimension. A bad one is refused here, not by trtexec on the device."""
-    from ..bounds import SHAPE_DIM_MAX
+    from toolkit.core.bounds import SHAPE_DIM_MAX
 
     try:
         lo, mid, hi = (tuple(profile[i]) for i in range(3))

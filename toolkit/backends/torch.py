@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Session, register_backend
+from toolkit.backends.base import Session, register_backend
 
 
 @register_backend("torch")
@@ -17,7 +17,7 @@ class TorchSession(Session):
     def load(self) -> None:
         import torch
 
-        from ..intake import load_pt2
+        from toolkit.intake.checkpoints import load_pt2
 
         # Inspected before torch opens it; trust only from the in-process flag (Candidate.trust_checkpoint).
         program = load_pt2(self.candidate.path, trust=self.candidate.trust_checkpoint)

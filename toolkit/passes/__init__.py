@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import importlib
 
-from .base import PASSES, PassContext, PassSpec, register_pass
+from toolkit.passes.base import PASSES, PassContext, PassSpec, register_pass
 
 _MODULES = ["export", "quantize_ort", "openvino_ir", "quantize_nncf", "quantize_pt2e", "quantize_inc",
             "mixed_precision", "distill", "qat"]

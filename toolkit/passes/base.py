@@ -46,9 +46,9 @@ def register_pass(name: str, *, accepts: tuple[str, ...], backend: str, precisio
 @dataclasses.dataclass
 class PassContext:
     workdir: Path                    # run's candidates/ folder (inside the staging folder)
-    data: Any                        # toolkit.data.Dataset
-    io: Any                          # toolkit.pipeline.ModelIO
-    device: Any                      # toolkit.devices.DeviceProfile
+    data: Any                        # toolkit.intake.data.Dataset
+    io: Any                          # toolkit.pipeline.compress.ModelIO
+    device: Any                      # toolkit.pipeline.devices.DeviceProfile
     seed: int
     calibration_size: int
     torch_module: Any = None         # the fp32 torch model, when the input was torch
@@ -69,9 +69,9 @@ class PassContext:
 
     def val_macro_f1(self, cand) -> float:
         """Validation macro-F1 of a finished candidate, run through its own backend (for gates and searches)."""
-        from ..backends import open_session
-        from ..evaluate import run_split
-        from ..metrics.classification import classification_metrics
+        from toolkit.backends import open_session
+        from toolkit.pipeline.evaluate import run_split
+        from toolkit.metrics.classification import classification_metrics
 
         with open_session(cand, threads=self.threads) as session:
             logits = run_split(session, self.data.val)

@@ -2,7 +2,7 @@
 
 Student rules (option `student`):
 - `width:W` (e.g. `width:0.25`): the teacher's architecture with channels scaled by W, built by a
-  factory that takes `width=` (`student_factory`, default `toolkit.demo:digits_cnn` when the teacher is
+  factory that takes `width=` (`student_factory`, default `toolkit.intake.demo:digits_cnn` when the teacher is
   the demo CNN). Randomly initialised (seeded).
 - `every_other_layer`: DistilBERT-style init for transformer encoders: the teacher with its layer stack
   (the first nn.ModuleList of >= 2 blocks) halved, keeping layers 0, 2, 4, ... with their weights;
@@ -34,12 +34,12 @@ from typing import Any, Callable, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..candidate import Candidate
-from ..errors import UnsupportedError
-from ..report import register_section
-from .base import PassContext, register_pass
+from toolkit.core.candidate import Candidate
+from toolkit.core.errors import UnsupportedError
+from toolkit.output.report import register_section
+from toolkit.passes.base import PassContext, register_pass
 
-DEMO_FACTORY = "toolkit.demo:digits_cnn"
+DEMO_FACTORY = "toolkit.intake.demo:digits_cnn"
 
 
 class TrainOptions(BaseModel):
@@ -119,7 +119,7 @@ def predict(model, inputs: dict, names: list[str], batch: int = 256):
 
 
 def macro_f1(y: np.ndarray, logits, n_classes: int) -> float:
-    from ..metrics.classification import _macro_f1
+    from toolkit.metrics.classification import _macro_f1
 
     return _macro_f1(np.asarray(y), logits.argmax(1).numpy(), n_classes)
 
@@ -256,7 +256,7 @@ def teacher_module(ctx: PassContext, parent: Candidate):
     """The fp32 torch module of the input candidate: the loaded nn.Module for the baseline, else its .pt2 graph."""
     if ctx.torch_module is not None and tuple(parent.lineage) == ("baseline",):
         return ctx.torch_module
-    from ..intake import load_pt2
+    from toolkit.intake.checkpoints import load_pt2
 
     return load_pt2(parent.path, trust=parent.trust_checkpoint).module()
 
@@ -270,7 +270,7 @@ def train_split(ctx: PassContext):
 # --------------------------------------------------------------------------- students
 
 def _call_factory(spec: str, **kwargs):
-    from ..intake import resolve_factory
+    from toolkit.intake.checkpoints import resolve_factory
 
     fn = resolve_factory(spec)
     try:
@@ -282,7 +282,7 @@ def _call_factory(spec: str, **kwargs):
 
 
 def _is_demo_cnn(teacher, n_classes: int) -> bool:
-    from ..demo import digits_cnn
+    from toolkit.intake.demo import digits_cnn
 
     ref = {k: tuple(v.shape) for k, v in digits_cnn(num_classes=n_classes).state_dict().items()}
     try:
@@ -372,7 +372,7 @@ def distill(ctx: PassContext, parent: Candidate, opts: DistillOptions, cid: str)
     """Knowledge distillation into a smaller student (width multiplier, every-other-layer, or a factory)."""
     import torch
 
-    from .export import export_program
+    from toolkit.passes.export import export_program
 
     seed = ctx.seed if opts.seed is None else opts.seed
     train = train_split(ctx)

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..candidate import Candidate
-from ..errors import UnsupportedError
-from .base import PassContext, register_pass
+from toolkit.core.candidate import Candidate
+from toolkit.core.errors import UnsupportedError
+from toolkit.passes.base import PassContext, register_pass
 
 PARITY_RTOL, PARITY_ATOL = 1e-3, 1e-4
 
@@ -81,7 +81,7 @@ def export_onnx(ctx: PassContext, parent: Candidate, opts, cid: str) -> Candidat
     import onnx
     import torch
 
-    from ..intake import load_pt2
+    from toolkit.intake.checkpoints import load_pt2
 
     # Two loads, as before: the parity module and the program the exporter consumes stay independent.
     module = load_pt2(parent.path, trust=parent.trust_checkpoint).module()

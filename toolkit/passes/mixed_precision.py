@@ -1,6 +1,6 @@
 """Mixed precision by layer sensitivity (accuracy-aware search), NNCF accuracy control, and the report section.
 
-`mixed_precision`: measures each quantizable layer's sensitivity (toolkit.sensitivity: val macro-F1 and
+`mixed_precision`: measures each quantizable layer's sensitivity (toolkit.passes.sensitivity: val macro-F1 and
 logit KL when only that layer is int8, and when all but it are), then walks from the fastest plan (full
 int8) towards the safest, keeping the k most sensitive layers in fp32 for k = 0, 1, 2, ..., and stops
 at the first plan whose validation macro-F1 drop vs fp32 is within `tolerance` (set it to the recipe's
@@ -23,9 +23,9 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..candidate import Candidate
-from ..report import register_section
-from .base import PassContext, register_pass
+from toolkit.core.candidate import Candidate
+from toolkit.output.report import register_section
+from toolkit.passes.base import PassContext, register_pass
 
 
 class MixedOptions(BaseModel):
@@ -42,7 +42,7 @@ class MixedOptions(BaseModel):
 def mixed_precision(ctx: PassContext, parent: Candidate, opts: MixedOptions, cid: str) -> Candidate:
     """Keep the fewest most-sensitive layers in fp32 so the val macro-F1 drop stays within tolerance."""
     opts = opts.model_copy(update={"tolerance": ctx.tolerance_for(opts)})  # unset: the recipe's search.tolerance
-    from ..sensitivity import LayerQuantizer, analyse
+    from toolkit.passes.sensitivity import LayerQuantizer, analyse
 
     q = LayerQuantizer(ctx, Path(parent.path), engine="ort", activations=opts.activations,
                        per_channel=opts.per_channel, calibration=opts.calibration)
@@ -64,7 +64,7 @@ def mixed_precision(ctx: PassContext, parent: Candidate, opts: MixedOptions, cid
                 chosen = res
                 break
         if chosen is None:  # only possible when the sensitivity cap left layers unanalysed
-            from ..errors import UnsupportedError
+            from toolkit.core.errors import UnsupportedError
 
             raise UnsupportedError(f"no plan met the tolerance {opts.tolerance} with the {len(ranking)} analysed layers in "
                                    f"fp32 (of {len(q.layers)}); raise max_layers or the recipe's tolerance")
@@ -108,7 +108,7 @@ def nncf_accuracy_control(ctx: PassContext, parent: Candidate, opts: AccuracyCon
     import nncf
     import openvino as ov
 
-    from ..metrics.classification import classification_metrics
+    from toolkit.metrics.classification import classification_metrics
 
     logging.getLogger("nncf").setLevel(logging.WARNING)
     model = ov.Core().read_model(str(parent.path))

@@ -5,9 +5,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from ..candidate import Candidate
-from ..errors import BackendUnavailable
-from .base import PassContext, register_pass
+from toolkit.core.candidate import Candidate
+from toolkit.core.errors import BackendUnavailable
+from toolkit.passes.base import PassContext, register_pass
 
 
 class OpenVinoOptions(BaseModel):
@@ -16,7 +16,7 @@ class OpenVinoOptions(BaseModel):
 
 
 def host_supports(precision: str) -> bool:
-    from ..backends.openvino import cpu_capabilities
+    from toolkit.backends.openvino import cpu_capabilities
 
     caps = cpu_capabilities()
     return precision == "f32" or {"bf16": "BF16", "f16": "FP16"}[precision] in caps

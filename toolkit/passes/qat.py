@@ -33,10 +33,10 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from ..candidate import Candidate
-from ..errors import UnsupportedError
-from .base import PassContext, register_pass
-from .distill import (TrainOptions, deterministic, fit, logits_of, macro_f1, predict, supervised_loss, teacher_module,
+from toolkit.core.candidate import Candidate
+from toolkit.core.errors import UnsupportedError
+from toolkit.passes.base import PassContext, register_pass
+from toolkit.passes.distill import (TrainOptions, deterministic, fit, logits_of, macro_f1, predict, supervised_loss, teacher_module,
                       tensors, train_split)
 
 
@@ -85,7 +85,7 @@ def qat(ctx: PassContext, parent: Candidate, opts: QatOptions, cid: str) -> Cand
     import onnx
     import torch
 
-    from .export import _rename_dynamic_dims, example_inputs, export_program
+    from toolkit.passes.export import _rename_dynamic_dims, example_inputs, export_program
 
     decision = _gate(ctx, parent, opts)
     try:

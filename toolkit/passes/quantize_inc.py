@@ -18,10 +18,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..candidate import Candidate
-from ..errors import UnsupportedError
-from .base import PassContext, register_pass
-from .quantize_pt2e import (calibrate, derive_quantized, dynamic_shapes, require, save_quantized, torch_module,
+from toolkit.core.candidate import Candidate
+from toolkit.core.errors import UnsupportedError
+from toolkit.passes.base import PassContext, register_pass
+from toolkit.passes.quantize_pt2e import (calibrate, derive_quantized, dynamic_shapes, require, save_quantized, torch_module,
                             torch_val_f1)
 
 # the trial order: the fastest config (U8 asymmetric minmax, VNNI-friendly) first
@@ -76,7 +76,7 @@ def _source_module(ctx: PassContext, parent: Candidate):
 def _exported(module, ctx: PassContext):
     from neural_compressor.torch.export import export
 
-    from .export import example_inputs
+    from toolkit.passes.export import example_inputs
 
     try:
         dyn = dynamic_shapes(ctx)
@@ -96,7 +96,7 @@ def inc_ptq(ctx: PassContext, parent: Candidate, opts: IncOptions, cid: str) -> 
     import neural_compressor
     from neural_compressor.torch.quantization import StaticQuantConfig, TuningConfig, autotune, convert, prepare
 
-    from .export import example_inputs
+    from toolkit.passes.export import example_inputs
 
     module = _source_module(ctx, parent)
     base_f1 = torch_val_f1(module, ctx)

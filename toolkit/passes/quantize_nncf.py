@@ -5,8 +5,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..candidate import Candidate
-from .base import PassContext, register_pass
+from toolkit.core.candidate import Candidate
+from toolkit.passes.base import PassContext, register_pass
 
 
 class NncfOptions(BaseModel):

@@ -7,8 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..candidate import Candidate
-from .base import PassContext, register_pass
+from toolkit.core.candidate import Candidate
+from toolkit.passes.base import PassContext, register_pass
 
 
 class OrtStaticOptions(BaseModel):
@@ -32,7 +32,7 @@ def preprocess(src, dst) -> None:
 
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from ..model_check import onnx_external_files
+    from toolkit.intake.model_check import onnx_external_files
 
     source = str(src)
     if onnx_external_files(Path(src)):

@@ -10,7 +10,7 @@ default output is ONNX:
   (int8 per-channel weights, uint8 per-tensor activations) that ONNX Runtime fuses into integer
   kernels: 0.12 ms on the demo, macro-F1 unchanged. That is the default (`output: onnx`).
 - `output: torch` keeps the converted program as a `.pt2` (torch.export.save) for torch-only
-  deployments; loading it needs `import torchao` first (toolkit.intake.load_pt2 imports it when the archive uses its ops).
+  deployments; loading it needs `import torchao` first (toolkit.intake.checkpoints.load_pt2 imports it when the archive uses its ops).
 
 The quantizer follows the target: X86InductorQuantizer for x86-64 (u8 activations, s8 per-channel
 weights: VNNI's U8S8), ArmInductorQuantizer (torchao 0.18's ARM variant of the same annotations) for
@@ -26,9 +26,9 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..candidate import Candidate
-from ..errors import BackendUnavailable, UnsupportedError
-from .base import PassContext, register_pass
+from toolkit.core.candidate import Candidate
+from toolkit.core.errors import BackendUnavailable, UnsupportedError
+from toolkit.passes.base import PassContext, register_pass
 
 
 class Pt2eOptions(BaseModel):
@@ -49,7 +49,7 @@ def require(module: str, engine: str) -> None:
 
 def torch_module(parent: Candidate):
     """The fp32 torch module of a torch candidate (.pt2 archive)."""
-    from ..intake import load_pt2
+    from toolkit.intake.checkpoints import load_pt2
 
     return load_pt2(Path(parent.path), trust=parent.trust_checkpoint).module()
 
@@ -79,7 +79,7 @@ def torch_val_f1(module, ctx: PassContext) -> float:
     """Validation macro-F1 of a torch module (for accuracy-aware tuning inside torch)."""
     import torch
 
-    from ..metrics.classification import classification_metrics
+    from toolkit.metrics.classification import classification_metrics
 
     preds = []
     with torch.no_grad():
@@ -94,7 +94,7 @@ def save_quantized(module, ctx: PassContext, folder: Path, output: str) -> Path:
     """Re-export the converted (Q/DQ) module with the contract's dynamic axes; write .onnx (QDQ) or .pt2."""
     import torch
 
-    from .export import _rename_dynamic_dims, example_inputs
+    from toolkit.passes.export import _rename_dynamic_dims, example_inputs
 
     try:
         program = torch.export.export(module, example_inputs(ctx), dynamic_shapes=dynamic_shapes(ctx), strict=False)
@@ -150,7 +150,7 @@ def pt2e_ptq(ctx: PassContext, parent: Candidate, opts: Pt2eOptions, cid: str) -
     import torchao  # noqa: F401  (registers the quantized_decomposed ops)
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    from .export import example_inputs
+    from toolkit.passes.export import example_inputs
 
     # the original nn.Module for the baseline (strict export needs a real module)
     module = ctx.torch_module if parent.lineage == ("baseline",) and ctx.torch_module is not None else torch_module(parent)

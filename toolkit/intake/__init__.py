@@ -1,0 +1,1 @@
+"""What the user brings: checkpoints (safe by default), data, the built-in demo."""

@@ -1,0 +1,1 @@
+"""What a run writes: report (+ sections, plots), bundle (+ verify, signing), staging, history, nightly."""

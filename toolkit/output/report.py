@@ -1,0 +1,153 @@
+"""Trade-off report: report.json, report.md, a self-contained index.html, and plots."""
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from toolkit.core.paths import TEMPLATES_DIR as TEMPLATES
+
+# Extra report sections, registered by the modules that own the data (training curves, sensitivity...).
+# fn(report: dict, folder: Path) -> {"title", "markdown", "html", "plots": {name: file}} or None when it has nothing.
+SECTIONS: dict[str, Callable[[dict, Path], dict | None]] = {}
+
+
+def register_section(name: str):
+    def deco(fn):
+        SECTIONS[name] = fn
+        return fn
+
+    return deco
+
+
+def render_sections(report: dict, folder: Path) -> list[dict]:
+    from toolkit.passes import load_all
+
+    load_all()  # pass modules register their sections on import
+    out = []
+    for name, fn in SECTIONS.items():
+        sec = fn(report, folder)
+        if sec:
+            out.append({"name": name, **sec})
+    return out
+
+
+def _env():
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=jinja2.select_autoescape(["html"]),
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env.filters["f"] = lambda v, n=4: "—" if v is None else (f"{v:.{n}f}" if isinstance(v, (int, float)) else str(v))
+    return env
+
+
+def plot_tradeoff(rows: list[dict], selected: str | None, path: Path) -> None:
+    """Size vs host p95 latency, colour = macro-F1; the Pareto front ringed, the selection starred."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5.2))
+    xs = [r["metrics"]["latency_p95_ms"] for r in rows]
+    ys = [r["metrics"]["size_mb"] for r in rows]
+    f1 = [r["metrics"]["macro_f1"] for r in rows]
+    sc = ax.scatter(xs, ys, c=f1, cmap="viridis", s=70, zorder=3)
+    fig.colorbar(sc, ax=ax, label="macro-F1 (test)", format="%.4f")
+    for r, x, y in zip(rows, xs, ys):
+        if r.get("on_front"):
+            ax.scatter([x], [y], s=230, facecolors="none", edgecolors="tab:red", linewidths=1.5, zorder=2)
+        if r["id"] == selected:
+            ax.scatter([x], [y], marker="*", s=380, c="gold", edgecolors="black", zorder=4)
+        ax.annotate(r["id"], (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    ax.set_xlabel("p95 latency, ms (measured on this host, batch 1)")
+    ax.set_ylabel("size on disk, MB")
+    ax.set_yscale("log")
+    ax.set_xscale("log")  # torch eager and int8 ORT differ by 10-100x: a linear axis hides the front
+    ax.set_title("Size–speed–F1 trade-off (red ring: Pareto front, star: selected)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_f1_deltas(rows: list[dict], tolerance: float, path: Path) -> None:
+    """Paired-bootstrap CI of each candidate's macro-F1 delta vs fp32, with the tolerated drop."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in rows if "macro_f1_delta" in r["metrics"]]
+    if not rows:
+        return
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.5))
+    for i, r in enumerate(rows):
+        d = r["metrics"]["macro_f1_delta"]
+        ax.errorbar([d["delta"]], [i], xerr=[[d["delta"] - d["low"]], [d["high"] - d["delta"]]], fmt="o", capsize=4)
+    ax.axvline(0, color="grey", lw=1)
+    ax.axvline(-tolerance, color="tab:red", ls="--", lw=1, label=f"tolerated drop ({tolerance})")
+    ax.set_yticks(range(len(rows)), [r["id"] for r in rows])
+    ax.set_xlabel("macro-F1 delta vs fp32 (95% paired bootstrap CI, test split)")
+    ax.legend(loc="lower left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_plots(folder: Path, report: dict, dataset, outputs: dict) -> dict[str, str]:
+    from toolkit.output import plots_calibration as pc
+    from toolkit.metrics.calibration import softmax
+    from toolkit.metrics.thresholds import threshold_curves
+
+    rows = report["candidates"]
+    sel = report.get("selected")
+    base = report["baseline"]
+    by_id = {r["id"]: r for r in rows}
+    plots: dict[str, str] = {}
+    plot_tradeoff(rows, sel, folder / "tradeoff.png")
+    plots["tradeoff"] = "tradeoff.png"
+    plot_f1_deltas(rows, report["device"]["budgets"]["max_macro_f1_drop"], folder / "f1_delta_ci.png")
+    if (folder / "f1_delta_ci.png").exists():
+        plots["f1_delta_ci"] = "f1_delta_ci.png"
+    focus = sel or base
+    if focus in by_id:
+        pc.plot_confusion(np.asarray(by_id[focus]["metrics"]["confusion_matrix"]), dataset.labels,
+                          folder / "confusion.png", f"Confusion matrix — {focus} (test split)")
+        plots["confusion"] = "confusion.png"
+    pairs = []
+    for cid, tag in ((base, "fp32 baseline"), (sel, "selected")):
+        if cid in by_id and (tag == "fp32 baseline" or cid != base):
+            rel = by_id[cid]["metrics"]["reliability"]
+            pairs += [(f"{tag} ({cid}) before", rel["before"]), (f"{tag} after T={by_id[cid]['metrics']['temperature']:.2f}", rel["after"])]
+    if pairs:
+        pc.plot_reliability(pairs, folder / "reliability.png")
+        plots["reliability"] = "reliability.png"
+    if focus in outputs:
+        probs = softmax(outputs[focus].test, by_id[focus]["metrics"]["temperature"])
+        y = dataset.test.y
+        # the class with the worst test F1 is the one whose threshold matters most
+        worst = int(np.argmin([c["f1"] for c in by_id[focus]["metrics"]["per_class"]]))
+        curves = threshold_curves(probs[:, worst], (y == worst).astype(int))
+        pc.plot_threshold_curves(curves, folder / "thresholds.png",
+                                 f"{focus}: class '{dataset.labels[worst]}' one-vs-rest (weakest class), test split")
+        plots["thresholds"] = "thresholds.png"
+    return plots
+
+
+def write_report(folder: Path, report: dict, dataset, outputs: dict) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    plots = write_plots(folder, report, dataset, outputs)
+    sections = render_sections(report, folder)
+    for sec in sections:
+        plots.update(sec.get("plots", {}))
+    report["plots"] = {k: f"report/{v}" for k, v in plots.items()}
+    (folder / "report.json").write_text(json.dumps(report, indent=2, default=str))
+    env = _env()
+    ctx = {"r": report, "plots": plots, "sections": sections}
+    (folder / "report.md").write_text(env.get_template("report.md.j2").render(**ctx))
+    embedded = {k: "data:image/png;base64," + base64.b64encode((folder / v).read_bytes()).decode() for k, v in plots.items()}
+    (folder / "index.html").write_text(env.get_template("report.html.j2").render(embedded=embedded, **ctx))

@@ -1,0 +1,1 @@
+"""plan -> run (pass cache, resume) -> evaluate -> select; estimates; the command workflows api.py calls."""
