@@ -14,7 +14,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from toolkit.intake.safety import check_hf_folder, pt2_problems
+from toolkit.backends.pt2_safety import pt2_problems
+from toolkit.intake.safety import check_hf_folder
 from toolkit.cli.app import app
 from toolkit.core.errors import CheckpointError, UnsafeCheckpoint
 
@@ -148,7 +149,7 @@ def test_each_vector_runs_code_in_plain_torch(armed, kind):
 def test_inspector_refuses_every_vector(armed, kind):
     path, canary = armed(kind)
     assert pt2_problems(path.read_bytes())
-    from toolkit.intake.checkpoints import load_pt2
+    from toolkit.backends.torch import load_pt2
 
     with pytest.raises(UnsafeCheckpoint) as err:
         load_pt2(path)
@@ -240,7 +241,8 @@ def test_verify_of_a_bundle_refuses(torch_bundle, armed, tmp_path):
 
 # --------------------------------------------------------------------------- what must still load
 def test_a_normal_export_loads_untrusted(base_pt2):
-    from toolkit.intake.checkpoints import load, load_pt2
+    from toolkit.intake.checkpoints import load
+    from toolkit.backends.torch import load_pt2
 
     assert pt2_problems(base_pt2.read_bytes()) == []
     out = load_pt2(base_pt2).module()(torch.randn(3, 1, 8, 8))
@@ -250,7 +252,7 @@ def test_a_normal_export_loads_untrusted(base_pt2):
 
 def test_optkit_quantized_pt2_loads_untrusted(demo_ctx):
     """The PT2E int8 program optkit writes (output: torch) is data-only and loads without trust."""
-    from toolkit.intake.checkpoints import load_pt2
+    from toolkit.backends.torch import load_pt2
     from toolkit.passes.quantize_pt2e import save_quantized, torch_module
 
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
@@ -272,7 +274,7 @@ def test_optkit_quantized_pt2_loads_untrusted(demo_ctx):
 def test_trust_is_explicit_and_carried(armed, tmp_path):
     """--trust-checkpoint loads it (the payload runs: that is what trust means); a derived candidate keeps the flag."""
     from toolkit.core.candidate import Candidate
-    from toolkit.intake.checkpoints import load_pt2
+    from toolkit.backends.torch import load_pt2
 
     path, canary = armed("sample-inputs")
     with pytest.raises(CheckpointError):  # the payload returns a file object, not tensors: torch then fails
@@ -334,7 +336,7 @@ def test_inspector_refuses_other_vectors(base_pt2, tmp_path, name, edit, words):
 
 
 def test_not_an_archive_is_a_checkpoint_error(tmp_path):
-    from toolkit.intake.checkpoints import load_pt2
+    from toolkit.backends.torch import load_pt2
 
     bad = tmp_path / "junk.pt2"
     bad.write_bytes(b"not a zip")

@@ -96,7 +96,7 @@ def test_bad_student_rule_is_a_config_error():
 
 
 def test_distill_recipe_loads_and_training_section_renders(distilled, tmp_path):
-    from toolkit.passes.distill import training_section
+    from toolkit.output.sections.training import training_section
     from toolkit.pipeline.recipes import load_recipe
 
     r = load_recipe(ROOT / "recipes" / "distill-int8.yaml")

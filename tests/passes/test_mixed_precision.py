@@ -106,7 +106,7 @@ def test_mixed_candidate_evaluates_within_tolerance(sensitive, digits):
 
 
 def test_report_section_renders(sensitive, tmp_path):
-    from toolkit.passes.mixed_precision import quantization_section
+    from toolkit.output.sections.quantization import quantization_section
 
     _, _, _, cand = sensitive
     row = {"id": cand.id, "engine": cand.engine, "precision": cand.precision, "backend": cand.backend, "info": cand.info,

@@ -1,13 +1,32 @@
 """ONNX Runtime session (CPU execution provider on this host)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from toolkit.backends.base import Session, register_backend
+from toolkit.core.artifacts import ArtifactFacts
+from toolkit.core.errors import DataError
 
 
-@register_backend("onnxruntime")
+@register_backend("onnxruntime", formats=("onnx",), reads={".onnx": "onnx"})
 class OrtSession(Session):
+    @classmethod
+    def inspect(cls, path: Path, trust: bool = False) -> ArtifactFacts:
+        from toolkit.backends import onnx_graph
+
+        try:
+            return onnx_graph.inspect(path)
+        except Exception as exc:  # a broken file is the user's input: say so in one line
+            raise DataError(f"{path}: not a readable ONNX model ({' '.join(str(exc).split())[:200]}); "
+                            "pass a valid .onnx file") from exc
+
+    @classmethod
+    def precisions_here(cls) -> dict[str, str | None]:
+        return {"fp32": None, "int8": None, "int8-dynamic": None,
+                "fp16": None}  # CPU provider inserts casts to fp32 where it lacks fp16 kernels
+
     @classmethod
     def check_available(cls) -> str:
         import onnxruntime as ort

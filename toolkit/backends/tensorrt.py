@@ -36,7 +36,7 @@ import numpy as np
 
 from toolkit.core.errors import BackendUnavailable, DataError, UnsupportedError
 from toolkit.backends.base import Session, register_backend
-from toolkit.intake.data import file_sha256
+from toolkit.core.artifacts import file_sha256
 
 INSTALL_HINT = "install TensorRT (JetPack on Jetson, or NVIDIA's pip index) on the target"
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
@@ -183,17 +183,10 @@ def profile_shapes(input_dims: Mapping[str, Sequence[int | str | None]], *, min_
 
 def onnx_input_dims(onnx_path: str | Path) -> dict[str, tuple[int, ...]]:
     """Graph inputs of an ONNX file (initializers excluded) with -1 for every dynamic dim."""
-    import onnx  # noqa: PLC0415
+    from toolkit.backends import onnx_graph
 
-    model = onnx.load(str(onnx_path), load_external_data=False)
-    inits = {i.name for i in model.graph.initializer}
-    dims: dict[str, tuple[int, ...]] = {}
-    for inp in model.graph.input:
-        if inp.name in inits:
-            continue
-        shape = inp.type.tensor_type.shape
-        dims[inp.name] = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in shape.dim)
-    return dims
+    return {i.name: tuple(-1 if d is None else d for d in i.shape)
+            for i in onnx_graph.graph_inputs(onnx_graph.load_graph(onnx_path))}
 
 
 def onnx_input_profiles(onnx_path: str | Path, *, min_batch: int = DEFAULT_BATCH[0], opt_batch: int = DEFAULT_BATCH[1],
@@ -206,11 +199,9 @@ def onnx_input_profiles(onnx_path: str | Path, *, min_batch: int = DEFAULT_BATCH
 
 def onnx_has_qdq(onnx_path: str | Path) -> bool:
     """True when the model is explicitly quantized (Q/DQ nodes), which is what TensorRT int8 needs here."""
-    import onnx  # noqa: PLC0415
+    from toolkit.backends import onnx_graph
 
-    model = onnx.load(str(onnx_path), load_external_data=False)
-    ops = {n.op_type for n in model.graph.node}
-    return "QuantizeLinear" in ops and "DequantizeLinear" in ops
+    return onnx_graph.has_qdq(onnx_graph.load_graph(onnx_path))
 
 
 def check_shape_profile(name: str, profile) -> ShapeProfile:
@@ -433,8 +424,17 @@ def _torch_dtype(trt, dtype):
     raise UnsupportedError(f"TensorRT I/O tensor dtype {dtype} is not supported by optkit's TensorRT session")
 
 
-@register_backend("tensorrt")
+@register_backend("tensorrt", formats=("onnx",))
 class TensorRTSession(Session):
+    @classmethod
+    def applies(cls, fmt: str, device, asked: bool) -> bool:
+        """Only for targets that build engines, or when asked: an x86 CPU box has no TensorRT to time."""
+        return fmt in cls.formats and (asked or "tensorrt" in device.backends)
+
+    @classmethod
+    def precision_label(cls, stored: str, described: dict) -> str:
+        return f"{stored} / tensorrt {described.get('precision', stored)}"
+
     """Runs a TensorRT engine (a .engine/.plan file, or one built from an .onnx candidate).
 
     An .onnx candidate is built once into a cache folder (``runtime_options['trt_cache_dir']``,

@@ -1,7 +1,7 @@
 """Load a checkpoint, safely by default.
 
 - `.pt2`: a torch.export archive; carries its own graph. torch.export.load can run code from one (pickled
-  weights, custom objects, eval'd strings), so `load_pt2` inspects the archive first (checkpoint_safety.py).
+  weights, custom objects, eval'd strings), so `load_pt2` inspects the archive first (toolkit.backends.pt2_safety).
 - `.safetensors`, or a zip `.pt`/`.pth` state dict loaded with `weights_only=True`, plus a
   factory `module:function` that builds the architecture.
 - `.onnx`: an ONNX model; torch-only passes (distill, QAT) are skipped for it.
@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import io
 import zipfile
 from pathlib import Path
 from typing import Any
 
+from toolkit.backends.torch import load_pt2
 from toolkit.intake.data import file_sha256
-from toolkit.core.errors import CheckpointError, OptkitError, UnsafeCheckpoint
+from toolkit.core.errors import CheckpointError, UnsafeCheckpoint
 
 BUILTIN_PREFIX = "builtin:"
 
@@ -126,38 +126,6 @@ def _load_torch_file(path: Path, factory: str | None, trust: bool) -> tuple[Any,
     if not isinstance(obj, dict) or not all(isinstance(k, str) for k in obj):
         raise CheckpointError(f"{path}: expected a state dict (name -> tensor), got {type(obj).__name__}")
     return _apply_state_dict(path, obj, factory), []
-
-
-def load_pt2(path: str | Path, trust: bool = False):
-    """The one way optkit opens a .pt2: inspect the archive (checkpoint_safety), then load the inspected bytes.
-
-    Refuses with UnsafeCheckpoint anything whose loading could run code (pickled weights, custom objects,
-    opaque constants, compiled code, eval'd strings) unless `trust`. Returns the ExportedProgram.
-    """
-    import torch
-
-    from toolkit.intake.safety import check_pt2
-
-    path = Path(path)
-    try:
-        data = path.read_bytes()  # one read: torch loads exactly the bytes that were inspected
-    except OSError as exc:
-        raise CheckpointError(f"{path}: cannot read the archive ({exc.strerror or exc}); check the path") from None
-    if b"quantized_decomposed" in data or b"torch.ops.torchao" in data:
-        # A PT2E-quantized program uses torchao's ops: registered before inspection resolves operator names.
-        try:
-            import torchao  # noqa: F401
-        except ImportError:
-            pass  # torch.export.load then fails to resolve the ops: a CheckpointError below
-    check_pt2(path, data, trust)
-    try:
-        program = torch.export.load(io.BytesIO(data))
-    except OptkitError:
-        raise
-    except Exception as exc:
-        raise CheckpointError(f"{path}: not a loadable torch.export archive ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
-                              "save it with torch.export.save(torch.export.export(model, args), path)") from exc
-    return program
 
 
 def check_onnx_external_data(path: Path) -> None:

@@ -10,22 +10,14 @@ from typing import Any
 
 import numpy as np
 
+from toolkit.output.style import pyplot
+
 DPI = 110
-
-
-def _pyplot() -> Any:
-    """pyplot on the non-interactive Agg backend (no display needed)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _save(fig: Any, path: str | Path) -> Path:
     """Write the figure as PNG and close it, so long runs do not leak figures."""
-    plt = _pyplot()
+    plt = pyplot()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -67,7 +59,7 @@ def plot_reliability(pairs: list[tuple[str, dict]], path: str | Path) -> Path:
     """Reliability diagrams side by side, e.g. fp32 / selected, before / after temperature."""
     if not pairs:
         raise ValueError("plot_reliability needs at least one (name, reliability_bins) pair")
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(pairs), figsize=(3.6 * len(pairs), 3.9), squeeze=False)
     for ax, (name, bins) in zip(axes[0], pairs):
         _draw_reliability(ax, name, bins)
@@ -79,7 +71,7 @@ def plot_reliability(pairs: list[tuple[str, dict]], path: str | Path) -> Path:
 
 def plot_threshold_curves(curves: dict, path: str | Path, title: str) -> Path:
     """P/R/F1 vs threshold, the PR curve and the ROC curve (from threshold_curves) in one figure."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, (ax_t, ax_pr, ax_roc) = plt.subplots(1, 3, figsize=(13, 4))
     for key, color in (("precision", "tab:blue"), ("recall", "tab:orange"), ("f1", "tab:green")):
         ax_t.plot(curves["thresholds"], curves[key], label=key, color=color)
@@ -113,7 +105,7 @@ def plot_confusion(matrix: list[list[int]], labels: list[str], path: str | Path,
     cm = np.asarray(matrix, dtype=float)
     if cm.ndim != 2 or cm.shape[0] != cm.shape[1] or cm.shape[0] != len(labels):
         raise ValueError(f"matrix must be square with one row per label; got shape {cm.shape} for {len(labels)} labels")
-    plt = _pyplot()
+    plt = pyplot()
     k = cm.shape[0]
     size = max(4.0, 0.45 * k + 2.5)
     fig, ax = plt.subplots(figsize=(size + 1, size))

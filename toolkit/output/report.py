@@ -4,29 +4,15 @@ from __future__ import annotations
 import base64
 import json
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from toolkit.core.paths import TEMPLATES_DIR as TEMPLATES
-
-# Extra report sections, registered by the modules that own the data (training curves, sensitivity...).
-# fn(report: dict, folder: Path) -> {"title", "markdown", "html", "plots": {name: file}} or None when it has nothing.
-SECTIONS: dict[str, Callable[[dict, Path], dict | None]] = {}
-
-
-def register_section(name: str):
-    def deco(fn):
-        SECTIONS[name] = fn
-        return fn
-
-    return deco
-
+from toolkit.output.style import pyplot
 
 def render_sections(report: dict, folder: Path) -> list[dict]:
-    from toolkit.passes import load_all
+    from toolkit.output.sections import SECTIONS
 
-    load_all()  # pass modules register their sections on import
     out = []
     for name, fn in SECTIONS.items():
         sec = fn(report, folder)
@@ -46,10 +32,7 @@ def _env():
 
 def plot_tradeoff(rows: list[dict], selected: str | None, path: Path) -> None:
     """Size vs host p95 latency, colour = macro-F1; the Pareto front ringed, the selection starred."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(8, 5.2))
     xs = [r["metrics"]["latency_p95_ms"] for r in rows]
@@ -76,10 +59,7 @@ def plot_tradeoff(rows: list[dict], selected: str | None, path: Path) -> None:
 
 def plot_f1_deltas(rows: list[dict], tolerance: float, path: Path) -> None:
     """Paired-bootstrap CI of each candidate's macro-F1 delta vs fp32, with the tolerated drop."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     rows = [r for r in rows if "macro_f1_delta" in r["metrics"]]
     if not rows:

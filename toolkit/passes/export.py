@@ -81,7 +81,7 @@ def export_onnx(ctx: PassContext, parent: Candidate, opts, cid: str) -> Candidat
     import onnx
     import torch
 
-    from toolkit.intake.checkpoints import load_pt2
+    from toolkit.backends.torch import load_pt2
 
     # Two loads, as before: the parity module and the program the exporter consumes stay independent.
     module = load_pt2(parent.path, trust=parent.trust_checkpoint).module()

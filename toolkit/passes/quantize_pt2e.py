@@ -10,7 +10,7 @@ default output is ONNX:
   (int8 per-channel weights, uint8 per-tensor activations) that ONNX Runtime fuses into integer
   kernels: 0.12 ms on the demo, macro-F1 unchanged. That is the default (`output: onnx`).
 - `output: torch` keeps the converted program as a `.pt2` (torch.export.save) for torch-only
-  deployments; loading it needs `import torchao` first (toolkit.intake.checkpoints.load_pt2 imports it when the archive uses its ops).
+  deployments; loading it needs `import torchao` first (toolkit.backends.torch.load_pt2 imports it when the archive uses its ops).
 
 The quantizer follows the target: X86InductorQuantizer for x86-64 (u8 activations, s8 per-channel
 weights: VNNI's U8S8), ArmInductorQuantizer (torchao 0.18's ARM variant of the same annotations) for
@@ -49,7 +49,7 @@ def require(module: str, engine: str) -> None:
 
 def torch_module(parent: Candidate):
     """The fp32 torch module of a torch candidate (.pt2 archive)."""
-    from toolkit.intake.checkpoints import load_pt2
+    from toolkit.backends.torch import load_pt2
 
     return load_pt2(Path(parent.path), trust=parent.trust_checkpoint).module()
 

@@ -21,7 +21,6 @@ the profile when this host is not the device.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any, Callable
@@ -29,12 +28,10 @@ from typing import Any, Callable
 import numpy as np
 
 from toolkit.core.candidate import Candidate
-from toolkit.intake.data import file_sha256
+from toolkit.core.artifacts import artifact_sha256
 from toolkit.core.errors import ConfigError, DataError, OptkitError, UnsafeCheckpoint, UnsupportedError
 from toolkit.core.host import rss_mb, usable_cores
 
-ARTIFACT_SUFFIXES = {".onnx": "onnx", ".xml": "openvino", ".pt2": "torch"}
-BACKEND_NAMES = ("onnxruntime", "openvino", "torch", "tensorrt")
 # A dynamic dimension other than the batch (a sequence length, an image side) needs a value to time with.
 DEFAULT_DYNAMIC_DIM = 128
 MEMORY_NOTE = ("peak RSS growth of the optkit process while loading and running this session (psutil, sampled "
@@ -44,140 +41,33 @@ SEED = 0
 
 
 # --------------------------------------------------------------------------- small helpers
-def _sha256(files: list[Path]) -> str:
-    """sha256 of one file, or of the files' sha256s in name order (OpenVINO IR is .xml + .bin)."""
-    digests = [file_sha256(f) for f in sorted(files)]
-    if len(digests) == 1:
-        return digests[0]
-    return hashlib.sha256("".join(digests).encode()).hexdigest()
-
-
-def _synth(shape: list[int | None], dtype: np.dtype, rng: np.random.Generator) -> np.ndarray:
+def _synth(shape: tuple[int | None, ...], dtype: str, rng: np.random.Generator) -> np.ndarray:
     """One sample: batch 1, dynamic non-batch dims DEFAULT_DYNAMIC_DIM; integer inputs are ones."""
-    dims = [1 if i == 0 and (d is None or d < 0) else (DEFAULT_DYNAMIC_DIM if d is None or d < 0 else int(d))
+    dims = [1 if i == 0 and d is None else (DEFAULT_DYNAMIC_DIM if d is None or d < 0 else int(d))
             for i, d in enumerate(shape)]
-    dtype = np.dtype(dtype)
-    if dtype.kind in "iub":
-        return np.ones(dims, dtype=dtype)  # a valid token id and a full attention mask
-    return rng.standard_normal(dims).astype(dtype)
+    dt = np.dtype(dtype)
+    if dt.kind in "iub":
+        return np.ones(dims, dtype=dt)  # a valid token id and a full attention mask
+    return rng.standard_normal(dims).astype(dt)
 
 
-def _batch_dim(shape: list[int | None]) -> int | None:
-    """The static batch size of an input, or None when the leading dim is dynamic."""
-    if not shape or shape[0] is None or shape[0] < 0:
-        return None
-    return int(shape[0])
-
-
-# --------------------------------------------------------------------------- inputs per format
-def _onnx_inputs(path: Path) -> tuple[dict[str, np.ndarray], int | None]:
-    import onnx  # noqa: PLC0415
-
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # noqa: BLE001 - a broken file is the user's input: say so
-        raise DataError(f"{path}: not a readable ONNX model ({exc}); pass a valid .onnx file") from exc
-    inits = {i.name for i in model.graph.initializer}
+def _synth_feeds(inputs) -> tuple[dict[str, np.ndarray], int | None]:
+    """Feeds for an artifact's inputs, and its static batch size (None when the batch is dynamic)."""
     rng = np.random.default_rng(SEED)
     feeds, static_batch = {}, None
-    for inp in model.graph.input:
-        if inp.name in inits:
-            continue
-        tt = inp.type.tensor_type
-        shape = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
-        dtype = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type)
-        feeds[inp.name] = _synth(shape, dtype, rng)
-        static_batch = static_batch or _batch_dim(shape)
+    for spec in inputs:
+        feeds[spec.name] = _synth(tuple(spec.shape), spec.dtype, rng)
+        lead = spec.shape[0] if spec.shape else None
+        static_batch = static_batch or (int(lead) if isinstance(lead, int) and lead > 0 else None)
     return feeds, static_batch
-
-
-def _ir_inputs(path: Path) -> tuple[dict[str, np.ndarray], int | None]:
-    import openvino as ov  # noqa: PLC0415
-
-    try:
-        model = ov.Core().read_model(str(path))
-    except Exception as exc:  # noqa: BLE001
-        raise DataError(f"{path}: not a readable OpenVINO IR ({str(exc).splitlines()[0]}); pass the .xml with its .bin next to it") from exc
-    rng = np.random.default_rng(SEED)
-    feeds, static_batch = {}, None
-    for port in model.inputs:
-        shape = [None if d.is_dynamic else d.get_length() for d in port.get_partial_shape()]
-        feeds[port.get_any_name()] = _synth(shape, port.get_element_type().to_dtype(), rng)
-        static_batch = static_batch or _batch_dim(shape)
-    return feeds, static_batch
-
-
-def _pt2_inputs(path: Path, trust: bool = False) -> tuple[dict[str, np.ndarray], int | None, list[str]]:
-    from toolkit.intake.checkpoints import load_pt2  # noqa: PLC0415
-
-    program = load_pt2(path, trust=trust)
-    user_inputs = list(program.graph_signature.user_inputs)
-    rng = np.random.default_rng(SEED)
-    feeds, static_batch = {}, None
-    for node in program.graph.nodes:
-        if node.op != "placeholder" or node.name not in user_inputs:
-            continue
-        val = node.meta.get("val")
-        if val is None or not hasattr(val, "shape"):
-            raise UnsupportedError(f"{path}: input '{node.name}' is not a tensor; optkit bench times tensor inputs only")
-        shape = [d if isinstance(d, int) else None for d in val.shape]
-        dtype = np.dtype(str(val.dtype).replace("torch.", ""))
-        feeds[node.name] = _synth(shape, dtype, rng)
-        static_batch = static_batch or _batch_dim(shape)
-    return feeds, static_batch, user_inputs
-
-
-def _onnx_precision(path: Path) -> str:
-    """What a standalone ONNX file stores: int8 (QDQ / QOperator), int8-dynamic, fp16 or fp32."""
-    import onnx  # noqa: PLC0415
-
-    model = onnx.load(str(path), load_external_data=False)
-    ops = {n.op_type for n in model.graph.node}
-    if ops & {"DynamicQuantizeLinear", "MatMulInteger", "DynamicQuantizeMatMul"}:
-        return "int8-dynamic"
-    if ops & {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger"}:
-        return "int8"
-    fp16 = onnx.TensorProto.FLOAT16
-    if any(t.data_type == fp16 for t in model.graph.initializer):
-        return "fp16"
-    return "fp32"
-
-
-def _ir_precision(path: Path) -> str:
-    import openvino as ov  # noqa: PLC0415
-
-    model = ov.Core().read_model(str(path))
-    ops = model.get_ops()
-    if any(op.get_type_name() == "FakeQuantize" for op in ops):
-        return "int8"
-    consts = [op for op in ops if op.get_type_name() == "Constant"]
-    if any(str(op.get_element_type()) in ("i8", "u8", "i4", "u4") for op in consts):
-        return "int8 (weights)"
-    if any(str(op.get_element_type()) == "f16" for op in consts):
-        return "fp16 (weights)"
-    return "fp32"
-
-
-def _pt2_precision(path: Path, trust: bool = False) -> str:
-    from toolkit.intake.checkpoints import load_pt2  # noqa: PLC0415
-
-    program = load_pt2(path, trust=trust)
-    dtypes = {str(t.dtype).replace("torch.", "") for t in program.state_dict.values() if hasattr(t, "dtype")}
-    if dtypes & {"int8", "uint8", "qint8", "quint8"}:
-        return "int8"
-    for name, label in (("float16", "fp16"), ("bfloat16", "bf16")):
-        if name in dtypes:
-            return label
-    return "fp32"
 
 
 def _io_spec_inputs(io: dict) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(SEED)
-    feeds = {}
-    for spec in io.get("inputs", []):
-        shape = [d if isinstance(d, int) else None for d in spec["shape"]]
-        feeds[spec["name"]] = _synth(shape, np.dtype(spec["dtype"]), rng)
-    return feeds
+    from toolkit.core.artifacts import InputFacts
+
+    specs = [InputFacts(s["name"], s["dtype"], tuple(d if isinstance(d, int) else None for d in s["shape"]))
+             for s in io.get("inputs", [])]
+    return _synth_feeds(specs)[0]
 
 
 # --------------------------------------------------------------------------- what to bench
@@ -191,26 +81,20 @@ class _Item:
         self.feeds = feeds
         self.inputs_from = inputs_from
         self.static_batch = static_batch
-        self.sha256 = _sha256(candidate.files())
+        self.sha256 = artifact_sha256(candidate.files())
 
 
 def _artifact_item(path: Path, trust: bool = False) -> _Item:
-    fmt = ARTIFACT_SUFFIXES.get(path.suffix.lower())
-    if fmt is None:
-        raise UnsupportedError(f"{path}: optkit bench times .onnx, OpenVINO .xml or .pt2 files, or a compress run folder")
+    from toolkit import backends
+
+    _, fmt = backends.reader_for(path)
+    facts = backends.inspect(path, trust=trust)
+    feeds, static_batch = _synth_feeds(facts.inputs)
     options: dict[str, Any] = {}
-    if fmt == "onnx":
-        feeds, static_batch = _onnx_inputs(path)
-    elif fmt == "openvino":
-        if not path.with_suffix(".bin").is_file():
-            raise DataError(f"{path}: the OpenVINO weights {path.with_suffix('.bin').name} are missing next to it")
-        feeds, static_batch = _ir_inputs(path)
-    else:
-        feeds, static_batch, names = _pt2_inputs(path, trust)
-        options["input_names"] = names
-    precision = _pt2_precision(path, trust) if fmt == "torch" else {"onnx": _onnx_precision, "openvino": _ir_precision}[fmt](path)
-    cand = Candidate(id=path.stem, path=path, format=fmt, precision=precision, backend="", lineage=(),
-                     runtime_options=options, trust_checkpoint=trust)
+    if facts.details.get("input_names"):
+        options["input_names"] = facts.details["input_names"]
+    cand = Candidate(id=path.stem, path=path, format=fmt, precision=facts.precision, backend="", lineage=(),
+                     runtime_options=options, info={"artifact": facts.to_dict()}, trust_checkpoint=trust)
     model = path.name if path.stem != "model" else f"{path.parent.name}/{path.name}"
     return _Item(cand, model, feeds, f"synthesized from the {fmt} input shapes (batch 1, dynamic dims "
                  f"{DEFAULT_DYNAMIC_DIM}, integer inputs = 1, floats ~ N(0,1) seed {SEED})", static_batch)
@@ -239,12 +123,14 @@ def _run_items(run_dir: Path, trust: bool = False) -> list[_Item]:
     else:
         raise DataError(f"{run_dir}: neither bundle fixtures nor an io spec in report.json; re-run optkit compress")
 
+    from toolkit import backends
+
     items = []
     for c in cands:
         path = run_dir / c["path"]
         if not path.is_file():
             raise DataError(f"{path}: candidate '{c['id']}' is listed in report.json but its file is missing")
-        fmt = c.get("format") or ARTIFACT_SUFFIXES.get(path.suffix.lower(), "")
+        fmt = c.get("format") or backends.readable_suffixes().get(path.suffix.lower(), ("", ""))[1]
         cand = Candidate(id=c["id"], path=path, format=fmt, precision=str(c.get("precision") or "as stored"),
                          backend=str(c.get("backend") or ""), lineage=tuple(c.get("lineage") or ()),
                          engine=c.get("engine"), runtime_options=dict(c.get("runtime_options") or {}),
@@ -265,36 +151,26 @@ def _collect(paths: list[Path], trust: bool = False) -> list[_Item]:
     return items
 
 
-def _pairs(item: _Item, wanted: list[str], explicit: list[str], device, bf16: bool) -> list[tuple[str, dict[str, Any]]]:
-    """(backend, runtime options) for every way this artifact can be run."""
-    fmt, opts = item.candidate.format, item.candidate.runtime_options
-    out: list[tuple[str, dict[str, Any]]] = []
-    if fmt == "onnx":
-        out.append(("onnxruntime", {}))
-    if fmt in ("onnx", "openvino"):
-        fixed = opts.get("inference_precision") if fmt == "openvino" else None
-        hints = [fixed] if fixed else ["f32"] + (["bf16"] if bf16 else [])
-        out.extend(("openvino", {"inference_precision": h}) for h in hints)
-    if fmt == "torch":
-        out.append(("torch", {}))
-    if fmt == "onnx" and ("tensorrt" in device.backends or "tensorrt" in explicit):
-        out.append(("tensorrt", {}))
-    return [(b, o) for b, o in out if b in wanted]
+def _pairs(item: _Item, wanted: list[str], explicit: list[str], device,
+           avail: dict[str, tuple[bool, str]]) -> list[tuple[str, dict[str, Any], str | None]]:
+    """(backend, runtime options, why it cannot run here or None) for every way this artifact can be run."""
+    from toolkit.backends import session_class
 
-
-def _precision_label(item: _Item, backend: str, described: dict) -> str:
-    stored = item.candidate.precision
-    if backend == "openvino":
-        ran = described.get("inference_precision", "?")
-        return f"{stored} / {ran} compute"
-    if backend == "tensorrt":
-        return f"{stored} / tensorrt {described.get('precision', stored)}"
-    return stored
+    fmt, fixed = item.candidate.format, item.candidate.runtime_options
+    out: list[tuple[str, dict[str, Any], str | None]] = []
+    for name in wanted:
+        cls = session_class(name)
+        if not cls.applies(fmt, device, name in explicit):
+            continue
+        ok, why = avail[name]
+        out += [(name, o, None) for o in cls.run_modes(fmt, fixed)] if ok else [(name, dict(fixed), why)]
+    return out
 
 
 # --------------------------------------------------------------------------- timing one pair
 def _time_pair(item: _Item, backend: str, options: dict, device, threads: int, batch_sizes: list[int],
                stand_in_for: str | None) -> list[dict[str, Any]]:
+    from toolkit import backends
     from toolkit.backends import open_session
     from toolkit.core.host import host_label
     from toolkit.metrics.latency import measure_latency, tile_batch
@@ -314,7 +190,7 @@ def _time_pair(item: _Item, backend: str, options: dict, device, threads: int, b
             peak = max(peak, rss_mb())
         described = session.describe()
     runtime = described.get("runtime") or described.get("tensorrt_version") or backend
-    precision = _precision_label(item, backend, described)
+    precision = backends.session_class(backend).precision_label(item.candidate.precision, described)
     rows = []
     for batch, stats in measured:
         label = (f"{host_label()} · {runtime} · {threads} threads · batch {batch} · {stats['runs']} runs"
@@ -369,10 +245,13 @@ def bench(paths: list[Path], device: str, threads: int | None = None, history: P
     from toolkit.core.host import host, host_label
 
     prof = load_device(device)
-    wanted = list(backends) if backends else list(BACKEND_NAMES)
-    unknown = [b for b in wanted if b not in BACKEND_NAMES]
+    from toolkit.backends import names
+
+    known = names()
+    wanted = list(backends) if backends else known
+    unknown = [b for b in wanted if b not in known]
     if unknown:
-        raise ConfigError(f"unknown backend(s) {', '.join(unknown)}; choose from {', '.join(BACKEND_NAMES)}")
+        raise ConfigError(f"unknown backend(s) {', '.join(unknown)}; choose from {', '.join(known)}")
     if threads is not None:
         from toolkit.core.bounds import check_threads
 
@@ -393,11 +272,6 @@ def bench(paths: list[Path], device: str, threads: int | None = None, history: P
     used_threads = max(1, min(requested, cores))
     stand_in_for = None if prof.host_is_device() else prof.name
     avail = {b: availability(b) for b in wanted}
-    bf16 = False
-    if avail.get("openvino", (False, ""))[0]:
-        from toolkit.backends.openvino import cpu_capabilities
-
-        bf16 = "BF16" in cpu_capabilities()
 
     rows: list[dict[str, Any]] = []
     skipped: list[dict[str, Any]] = []
@@ -405,9 +279,8 @@ def bench(paths: list[Path], device: str, threads: int | None = None, history: P
         batch_sizes = sorted(set(prof.bench.batch_sizes))
         if item.static_batch is not None:
             batch_sizes = [item.static_batch]
-        for backend, options in _pairs(item, wanted, list(backends or []), prof, bf16):
-            ok, why = avail[backend]
-            if not ok:
+        for backend, options, why in _pairs(item, wanted, list(backends or []), prof, avail):
+            if why is not None:
                 skipped.append(_skipped(item, backend, options, why))
                 continue
             if log:
@@ -454,4 +327,4 @@ def bench(paths: list[Path], device: str, threads: int | None = None, history: P
     return result
 
 
-__all__ = ["bench", "ARTIFACT_SUFFIXES", "BACKEND_NAMES", "DEFAULT_DYNAMIC_DIM"]
+__all__ = ["bench", "DEFAULT_DYNAMIC_DIM"]

@@ -27,6 +27,7 @@ from typing import Any, Callable
 import numpy as np
 
 from toolkit.core.errors import CheckpointError, ConfigError, DataError, OptkitError, UnsupportedError
+from toolkit.output.style import fmt
 
 CI_TOO_WIDE = 0.02      # macro-F1 bootstrap CI wider than this: the test split cannot tell small differences apart
 MAX_PLOTTED_CLASSES = 4  # multi-class thresholds.png: at most this many (the weakest) classes
@@ -286,10 +287,6 @@ def _stack_png(parts: list[Path], path: Path) -> None:
     mpimg.imsave(str(path), np.clip(np.concatenate(padded, axis=0), 0.0, 1.0))
 
 
-def _fmt(v, n: int = 4) -> str:
-    return "—" if v is None else f"{v:.{n}f}"
-
-
 def render_markdown(r: dict) -> str:
     c, q = r["calibration"], r["quality"]
     a = r.get("artifact", {})
@@ -319,8 +316,8 @@ def render_markdown(r: dict) -> str:
               "|---|---|---|---|---|---|---|---|"]
     for v, t, h in zip(th["validation"], th["test"]["per_class"], th["test_at_0.5"]["per_class"]):
         thr_txt = f"{t['threshold']:.4f}" + (" (fallback)" if v["fallback"] else "")
-        lines.append(f"| {r['labels'][v['class']]} | {thr_txt} | {_fmt(v['value'])} | {t['precision']:.4f} | "
-                     f"{t['recall']:.4f} | {t['f1']:.4f} | {h['f1']:.4f} | {_fmt(t['value'])} |")
+        lines.append(f"| {r['labels'][v['class']]} | {thr_txt} | {fmt(v['value'])} | {t['precision']:.4f} | "
+                     f"{t['recall']:.4f} | {t['f1']:.4f} | {h['f1']:.4f} | {fmt(t['value'])} |")
     if r.get("curves"):
         lines += ["", "Curves (test split): " + "; ".join(
             f"class {x['label']}: ROC AUC {x['auc']:.4f}, average precision {x['average_precision']:.4f}" for x in r["curves"]) + "."]

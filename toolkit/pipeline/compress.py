@@ -21,8 +21,6 @@ from toolkit.core.errors import GateFailed, OptkitError
 from toolkit.passes import PassContext, load_all
 from toolkit.pipeline.recipes import BASELINE, Recipe, Step, load_recipe
 
-FORMAT_OF_BACKEND = {"onnxruntime": "onnx", "openvino": "openvino", "torch": "torch", "tensorrt": "onnx"}
-
 
 class Progress:
     """Silent progress; the CLI passes a rich implementation."""
@@ -60,7 +58,7 @@ def deployable(backend: str, device: DeviceProfile) -> bool:
 
 def plan(recipe: Recipe, device: DeviceProfile, baseline_format: str, has_train: bool) -> Plan:
     """Which steps run on this host, which are skipped and why (decided before any compute)."""
-    from toolkit.backends import availability
+    from toolkit.backends import availability, deploy_format
 
     passes = load_all()
     formats = {BASELINE: baseline_format}
@@ -97,7 +95,7 @@ def plan(recipe: Recipe, device: DeviceProfile, baseline_format: str, has_train:
                 p.status, p.reason = "skip", why_not
         if p.status == "skip":
             skipped.add(step.id)
-        formats[step.id] = src_format if p.status == "alias" else FORMAT_OF_BACKEND[spec.backend]
+        formats[step.id] = src_format if p.status == "alias" else deploy_format(spec.backend)
         precisions[step.id] = out_precision if p.status != "alias" else precisions.get(step.source, "fp32")
         planned.append(p)
     target = [b for b in device.target_only_backends]

@@ -12,7 +12,8 @@ from toolkit.core.errors import ConfigError
 
 from toolkit.core.paths import DEVICES_DIR
 
-Backend = Literal["torch", "onnxruntime", "openvino", "tensorrt"]
+# A backend name from the registry (toolkit.backends); checked against it when the profile loads.
+Backend = str
 Precision = Literal["fp32", "fp16", "bf16", "int8"]
 
 
@@ -123,6 +124,12 @@ def load_device(name: str) -> DeviceProfile:
     path = _resolve(name)
     data = load_yaml_mapping(path, "device profile")
     try:
-        return DeviceProfile.model_validate(data)
+        prof = DeviceProfile.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(pydantic_message(path, exc)) from exc
+    from toolkit.backends import names
+
+    unknown = [b for b in [*prof.backends, prof.stand_in.backend] if b not in names()]
+    if unknown:
+        raise ConfigError(f"{path}: unknown backend(s) {', '.join(unknown)}; known backends: {', '.join(names())}")
+    return prof

@@ -1,7 +1,11 @@
-"""What this host can run: backends, precisions, quantization engines, and why not."""
+"""What this host can run: backends, the precisions each can run here (and why not), quantization engines."""
 from __future__ import annotations
 
 import importlib.util
+
+# Quantization engines: (name, python package, backend its artifacts run on)
+ENGINES = (("ort", "onnxruntime", "onnxruntime"), ("nncf", "nncf", "openvino"), ("pt2e", "torchao", "torch"),
+           ("inc", "neural_compressor", "torch"))
 
 
 def _engine(name: str, module: str, backend: str) -> dict:
@@ -14,25 +18,20 @@ def _engine(name: str, module: str, backend: str) -> dict:
 
 
 def doctor() -> dict:
-    from toolkit.backends import availability
+    from toolkit.backends import all_classes, availability
     from toolkit.core.host import host, library_versions
 
-    backends = []
-    for name in ("torch", "onnxruntime", "openvino", "tensorrt"):
-        ok, why = availability(name)
-        backends.append({"backend": name, "ok": ok, "detail": why})
-    precisions = {"fp32": True}
-    try:
-        from toolkit.backends.openvino import cpu_capabilities
-
-        caps = cpu_capabilities()
-        precisions.update({"bf16 (OpenVINO CPU)": "BF16" in caps, "fp16 (OpenVINO CPU)": "FP16" in caps,
-                           "int8 (OpenVINO CPU)": "INT8" in caps})
-    except Exception as exc:  # openvino missing or broken: report, do not crash doctor
-        precisions["openvino"] = f"unavailable: {exc}"
-    precisions["int8 (ONNX Runtime CPU)"] = True
-    precisions["fp16 (ONNX Runtime CPU)"] = "runs with inserted casts to fp32 where the CPU provider lacks fp16 kernels"
-    engines = [_engine("ort", "onnxruntime", "onnxruntime"), _engine("nncf", "nncf", "openvino"),
-               _engine("pt2e", "torchao", "torch"), _engine("inc", "neural_compressor", "torch")]
+    backends, precisions = [], {}
+    for cls in all_classes():
+        ok, why = availability(cls.name)
+        backends.append({"backend": cls.name, "ok": ok, "detail": why, "formats": list(cls.formats)})
+        if not ok:
+            continue
+        try:
+            for precision, why_not in cls.precisions_here().items():
+                precisions[f"{precision} ({cls.name})"] = True if why_not is None else why_not
+        except Exception as exc:  # a runtime that fails to describe itself: report, do not crash doctor
+            precisions[cls.name] = f"unavailable: {exc}"
+    engines = [_engine(*e) for e in ENGINES]
     return {"host": host(), "backends": backends, "precisions": precisions, "engines": engines,
             "versions": library_versions()}
