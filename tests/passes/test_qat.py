@@ -29,10 +29,10 @@ def outlier_mlp(digits):
 def _f1(cand, split, n):
     from toolkit.backends import open_session
     from toolkit.pipeline.evaluate import run_split
-    from toolkit.metrics.classification import _macro_f1
+    from toolkit.metrics.classification import macro_f1_score
 
     with open_session(cand, threads=2) as s:
-        return _macro_f1(split.y, run_split(s, split).argmax(1), n)
+        return macro_f1_score(split.y, run_split(s, split).argmax(1), n)
 
 
 @pytest.fixture(scope="module")

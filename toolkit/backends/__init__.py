@@ -43,6 +43,16 @@ def open_session(candidate, threads: int) -> Session:
     return session_class(candidate.backend)(candidate, threads=threads)
 
 
+EVAL_BATCH = 64
+
+
+def run_split(session: Session, split, batch: int = EVAL_BATCH):
+    """Logits of a whole data split through an open session, in batches (float32, rows in order)."""
+    import numpy as np
+
+    return np.concatenate([session.infer(b) for b in split.batches(batch)]).astype(np.float32)
+
+
 def availability(backend: str) -> tuple[bool, str]:
     """(usable here, why not / what runs) without raising."""
     try:
@@ -88,4 +98,4 @@ def runners(fmt: str) -> list[str]:
 
 
 __all__ = ["BACKENDS", "MODULES", "Session", "register_backend", "names", "session_class", "all_classes",
-           "open_session", "availability", "deploy_format", "readable_suffixes", "reader_for", "inspect", "runners"]
+           "open_session", "run_split", "availability", "deploy_format", "readable_suffixes", "reader_for", "inspect", "runners"]

@@ -17,7 +17,7 @@ _LOG_T_BOUNDS = (math.log(0.05), math.log(20.0))
 
 
 # ----------------------------------------------------------------------------- validation
-def _check_labels(y: np.ndarray, n_classes: int, name: str = "y") -> np.ndarray:
+def check_labels(y: np.ndarray, n_classes: int, name: str = "y") -> np.ndarray:
     """Integer labels in [0, n_classes), 1-D, non-empty; raises ValueError naming the fix."""
     y = np.asarray(y)
     if y.ndim != 1:
@@ -48,13 +48,13 @@ def _check_probs(probs: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarr
         raise ValueError("probs contains NaN or inf; pass softmax outputs, not raw logits")
     if p.min() < 0.0 or p.max() > 1.0 + 1e-9:
         raise ValueError("probs must lie in [0, 1]; did you pass logits? use softmax(logits) first")
-    labels = _check_labels(y, p.shape[1])
+    labels = check_labels(y, p.shape[1])
     if labels.shape[0] != p.shape[0]:
         raise ValueError(f"probs has {p.shape[0]} rows but y has {labels.shape[0]} labels")
     return p, labels
 
 
-def _check_logits(logits: np.ndarray, name: str = "logits") -> np.ndarray:
+def check_logits(logits: np.ndarray, name: str = "logits") -> np.ndarray:
     """(n, K) finite logits as float64."""
     z = np.asarray(logits, dtype=np.float64)
     if z.ndim != 2 or z.shape[1] < 1:
@@ -82,7 +82,7 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     """Row-wise softmax(logits / T) in float64; stable for logits of any magnitude."""
     if not (temperature > 0 and math.isfinite(temperature)):
         raise ValueError(f"temperature must be a finite positive number, got {temperature}")
-    return np.exp(_log_softmax(_check_logits(logits), float(temperature)))
+    return np.exp(_log_softmax(check_logits(logits), float(temperature)))
 
 
 # ----------------------------------------------------------------------------- binning
@@ -195,8 +195,8 @@ def _nll_logits(logits: np.ndarray, y: np.ndarray, temperature: float) -> float:
 
 
 def _check_logits_labels(logits: np.ndarray, y: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
-    z = _check_logits(logits, f"logits_{name}")
-    labels = _check_labels(y, z.shape[1], f"y_{name}")
+    z = check_logits(logits, f"logits_{name}")
+    labels = check_labels(y, z.shape[1], f"y_{name}")
     if labels.size != z.shape[0]:
         raise ValueError(f"logits_{name} has {z.shape[0]} rows but y_{name} has {labels.size} labels")
     return z, labels

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from toolkit.metrics.calibration import _check_labels, _check_logits, ece
+from toolkit.metrics.calibration import check_labels, check_logits, ece
 
 
 # ----------------------------------------------------------------------------- validation
@@ -18,8 +18,8 @@ def _check_pair(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> tuple
     """Same-length 1-D integer label arrays in [0, n_classes), with at least 2 classes."""
     if int(n_classes) != n_classes or n_classes < 2:
         raise ValueError(f"n_classes must be an integer >= 2 for a classifier, got {n_classes}")
-    yt = _check_labels(y_true, n_classes, "y_true")
-    yp = _check_labels(y_pred, n_classes, "y_pred")
+    yt = check_labels(y_true, n_classes, "y_true")
+    yp = check_labels(y_pred, n_classes, "y_pred")
     if yt.size != yp.size:
         raise ValueError(f"y_true has {yt.size} labels but y_pred has {yp.size}")
     return yt, yp
@@ -55,7 +55,7 @@ def classification_metrics(
     ]
     return {
         "accuracy": float(accuracy_score(yt, yp)),
-        "macro_f1": _macro_f1(yt, yp, n_classes),
+        "macro_f1": macro_f1_score(yt, yp, n_classes),
         "per_class": per_class,
         "confusion_matrix": confusion_matrix(yt, yp, labels=classes).astype(int).tolist(),
     }
@@ -69,7 +69,7 @@ def _class_names(labels: list[str] | None, n_classes: int) -> list[str]:
     return [str(name) for name in labels]
 
 
-def _macro_f1(yt: np.ndarray, yp: np.ndarray, n_classes: int) -> float:
+def macro_f1_score(yt: np.ndarray, yp: np.ndarray, n_classes: int) -> float:
     from sklearn.metrics import f1_score
 
     return float(f1_score(yt, yp, labels=list(range(n_classes)), average="macro", zero_division=0))
@@ -134,7 +134,7 @@ def paired_f1_delta_ci(
     deltas = _macro_f1_batch(yt, pc, idx, n_classes) - _macro_f1_batch(yt, pb, idx, n_classes)
     low, high = _percentiles(deltas, level)
     return {
-        "delta": _macro_f1(yt, pc, n_classes) - _macro_f1(yt, pb, n_classes),
+        "delta": macro_f1_score(yt, pc, n_classes) - macro_f1_score(yt, pb, n_classes),
         "low": low,
         "high": high,
         "n_resamples": int(n_resamples),
@@ -145,14 +145,24 @@ def paired_f1_delta_ci(
 # ----------------------------------------------------------------------------- parity
 def output_parity(logits: np.ndarray, baseline_logits: np.ndarray) -> dict:
     """How closely a candidate reproduces the fp32 baseline's outputs on the same inputs."""
-    z = _check_logits(logits, "logits")
-    zb = _check_logits(baseline_logits, "baseline_logits")
+    z = check_logits(logits, "logits")
+    zb = check_logits(baseline_logits, "baseline_logits")
     if z.shape != zb.shape:
         raise ValueError(f"logits shape {z.shape} != baseline_logits shape {zb.shape}; run both on the same inputs")
     return {
         "top1_agreement": float(np.mean(z.argmax(axis=1) == zb.argmax(axis=1))),
         "max_abs_logit_delta": float(np.max(np.abs(z - zb))),
     }
+
+
+def mean_kl(ref_logits: np.ndarray, logits: np.ndarray) -> float:
+    """Mean KL(softmax(ref) || softmax(logits)) per row: a continuous measure of how far a candidate's
+    outputs moved from the reference (macro-F1 on a few hundred rows moves in steps of one sample)."""
+    from toolkit.metrics.calibration import softmax
+
+    p = softmax(np.asarray(ref_logits, dtype=np.float64))
+    q = softmax(np.asarray(logits, dtype=np.float64))
+    return float(np.mean(np.sum(p * (np.log(p + 1e-12) - np.log(q + 1e-12)), axis=1)))
 
 
 # ----------------------------------------------------------------------------- slices

@@ -71,12 +71,12 @@ def _check_binary(scores: np.ndarray, y_binary: np.ndarray) -> tuple[np.ndarray,
 
 
 def _check_probs_labels(probs: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    from toolkit.metrics.calibration import _check_labels
+    from toolkit.metrics.calibration import check_labels
 
     p = np.asarray(probs, dtype=np.float64)
     if p.ndim != 2 or p.shape[1] < 2:
         raise ValueError(f"probs must be a 2-D array (n_samples, n_classes >= 2), got shape {p.shape}")
-    labels = _check_labels(y, p.shape[1])
+    labels = check_labels(y, p.shape[1])
     if labels.size != p.shape[0]:
         raise ValueError(f"probs has {p.shape[0]} rows but y has {labels.size} labels")
     return p, labels

@@ -69,8 +69,7 @@ class PassContext:
 
     def val_macro_f1(self, cand) -> float:
         """Validation macro-F1 of a finished candidate, run through its own backend (for gates and searches)."""
-        from toolkit.backends import open_session
-        from toolkit.pipeline.evaluate import run_split
+        from toolkit.backends import open_session, run_split
         from toolkit.metrics.classification import classification_metrics
 
         with open_session(cand, threads=self.threads) as session:

@@ -118,9 +118,9 @@ def predict(model, inputs: dict, names: list[str], batch: int = 256):
 
 
 def macro_f1(y: np.ndarray, logits, n_classes: int) -> float:
-    from toolkit.metrics.classification import _macro_f1
+    from toolkit.metrics.classification import macro_f1_score
 
-    return _macro_f1(np.asarray(y), logits.argmax(1).numpy(), n_classes)
+    return macro_f1_score(np.asarray(y), logits.argmax(1).numpy(), n_classes)
 
 
 def supervised_loss(opts: TrainOptions, n_classes: int, y_train: np.ndarray) -> Callable:

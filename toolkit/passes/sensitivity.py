@@ -24,19 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
+from toolkit.metrics.classification import mean_kl
+
 QUANTIZABLE_OPS = ("Conv", "MatMul", "Gemm")
 MAX_LAYERS = 40
-
-
-def softmax(x: np.ndarray) -> np.ndarray:
-    z = x - x.max(1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(1, keepdims=True)
-
-
-def mean_kl(ref_logits: np.ndarray, logits: np.ndarray) -> float:
-    p, q = softmax(ref_logits.astype(np.float64)), softmax(logits.astype(np.float64))
-    return float(np.mean(np.sum(p * (np.log(p + 1e-12) - np.log(q + 1e-12)), axis=1)))
 
 
 @dataclasses.dataclass
@@ -75,12 +66,12 @@ class LayerQuantizer:
 
     # -- evaluation
     def _logits(self, path: Path) -> np.ndarray:
-        import onnxruntime as ort
+        from toolkit.backends import open_session, run_split
+        from toolkit.core.candidate import Candidate
 
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = self.ctx.threads
-        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-        return np.concatenate([sess.run(None, b)[0] for b in self.ctx.data.val.batches(64)]).astype(np.float32)
+        variant = Candidate(id=path.stem, path=path, format="onnx", precision="int8", backend="onnxruntime", lineage=())
+        with open_session(variant, threads=self.ctx.threads) as session:
+            return run_split(session, self.ctx.data.val)
 
     def _f1(self, logits: np.ndarray) -> float:
         from toolkit.metrics.classification import classification_metrics

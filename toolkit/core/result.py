@@ -1,0 +1,266 @@
+"""The typed run result: `report.json` is `RunReport.model_dump_json()`, and its JSON Schema is
+published as `schemas/report.schema.json` (regenerate: `python -m toolkit.core.result`).
+
+The pipeline builds one RunReport; the report pages, the bundle, bench and the Python API read
+it through these fields, never through raw dict keys. Deep, self-describing structures (reliability
+bins, per-class threshold tables, slices, pass-specific `info`) stay plain JSON objects.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = 2
+JSON = dict[str, Any]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class F1Delta(_Strict):
+    """Paired-bootstrap CI of macro-F1 (candidate - fp32 baseline) on the test split."""
+    delta: float
+    low: float
+    high: float
+    n_resamples: int
+    n_samples: int
+
+
+class Thresholds(_Strict):
+    metric: str
+    values: list[float]
+    tuned_on: str
+    applied_to: str
+    test: JSON
+
+
+class Throughput(_Strict):
+    batch: int
+    throughput_per_s: float | None
+    latency_p50_ms: float | None
+    runs: int
+
+
+class Metrics(_Strict):
+    """Everything measured for one candidate. Units are in the names."""
+    macro_f1: float
+    accuracy: float
+    macro_f1_ci: list[float]
+    per_class: list[JSON]
+    confusion_matrix: list[list[int]]
+    temperature: float
+    ece: float
+    ece_recalibrated: float
+    mce: float
+    mce_recalibrated: float
+    nll: float
+    nll_recalibrated: float
+    brier: float
+    brier_recalibrated: float
+    classwise_ece: float
+    classwise_ece_recalibrated: float
+    val_nll: float
+    val_nll_recalibrated: float
+    reliability: JSON
+    thresholds: Thresholds
+    slices: JSON | None = None
+    top1_agreement: float | None = None
+    max_abs_logit_delta: float | None = None
+    macro_f1_delta: F1Delta | None = None
+    latency_p50_ms: float
+    latency_p95_ms: float
+    latency_p99_ms: float
+    latency_mean_ms: float
+    throughput: list[Throughput] = Field(default_factory=list)
+    size_mb: float
+    rss_growth_mb: float
+    target_estimate_ms: float | None = None
+
+
+class MeasuredOn(_Strict):
+    """Where a latency was measured: one of the three kinds (target, stand-in, estimate) is explicit."""
+    model_config = ConfigDict(extra="allow")  # backends add what they ran (providers, inference precision, ...)
+    kind: str
+    host: str
+    backend: str
+    threads: int
+    batch: int
+    runs: int
+    warmup: int
+    memory: str
+    stand_in_for: str | None
+    label: str
+
+
+class TargetEstimate(_Strict):
+    kind: str
+    estimate_ms: float | None
+    bound: str | None = None
+    assumptions: JSON | list | str | None = None
+    reason: str | None = None
+    compute_bound_ms: float | None = None
+    memory_bound_ms: float | None = None
+    device: str
+
+
+class Check(_Strict):
+    name: str
+    ok: bool
+    value: Any = None
+    limit: Any = None
+    reason: str = ""
+
+
+class CandidateResult(_Strict):
+    id: str
+    format: str
+    precision: str
+    backend: str
+    engine: str | None
+    lineage: list[str]
+    path: str
+    info: JSON
+    runtime_options: JSON
+    metrics: Metrics
+    measured_on: MeasuredOn
+    target_estimate: TargetEstimate | None = None
+    checks: list[Check] = Field(default_factory=list)
+    eligible: bool = False
+    on_front: bool = False
+    why_not: str = ""
+
+
+class PlanEntry(_Strict):
+    id: str
+    pass_name: str = Field(alias="pass")
+    source: str = Field(alias="from")
+    status: str
+    reason: str
+    backend: str
+    precision: str | None
+
+
+class ModelInfo(_Strict):
+    source: str
+    sha256: str
+    kind: str
+    notes: list[str]
+
+
+class DataInfo(_Strict):
+    name: str
+    sha256: str
+    labels: list[str]
+    n_val: int
+    n_test: int
+    n_train: int
+    preprocessing: str | None = None
+
+
+class Selection(_Strict):
+    rule: str
+    objectives: list[str]
+
+
+class TargetBuild(_Strict):
+    model_config = ConfigDict(extra="allow")  # the build's own facts (shapes, engine name) travel with it
+    candidate: str
+    precision: str
+    command: str | None = None
+    where: str
+    status: str
+
+
+class BundleRef(_Strict):
+    model_config = ConfigDict(extra="allow")
+    path: str
+    candidate: str
+
+
+class EvaluationFailure(_Strict):
+    id: str
+    reason: str
+
+
+class RunReport(_Strict):
+    """report.json."""
+    schema_version: int = SCHEMA_VERSION
+    run_id: str
+    selected: str | None
+    baseline: str
+    selection: Selection
+    model: ModelInfo
+    data: DataInfo
+    device: JSON
+    recipe: JSON
+    plan: list[PlanEntry]
+    target_note: str
+    host_is_device: bool
+    io: JSON
+    host: JSON
+    versions: dict[str, str | None]
+    seed: int
+    threshold_metric: str
+    candidates: list[CandidateResult]
+    target_builds: list[TargetBuild] = Field(default_factory=list)
+    bundle: BundleRef | None = None
+    evaluation_failures: list[EvaluationFailure] = Field(default_factory=list)
+    plots: dict[str, str] = Field(default_factory=dict)
+    timings: dict[str, float] = Field(default_factory=dict)
+
+    def candidate(self, cid: str) -> CandidateResult:
+        for c in self.candidates:
+            if c.id == cid:
+                return c
+        raise KeyError(f"no candidate '{cid}' in run {self.run_id}; candidates: {', '.join(c.id for c in self.candidates)}")
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2, by_alias=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunResult:
+    """What `toolkit.compress(...)` returns: the run folder and its typed report."""
+    run_dir: Path
+    report: RunReport
+
+    @property
+    def selected(self) -> CandidateResult | None:
+        return self.report.candidate(self.report.selected) if self.report.selected else None
+
+    @property
+    def baseline(self) -> CandidateResult:
+        return self.report.candidate(self.report.baseline)
+
+    def candidate(self, cid: str) -> CandidateResult:
+        return self.report.candidate(cid)
+
+    @property
+    def candidates(self) -> list[CandidateResult]:
+        return self.report.candidates
+
+    @property
+    def report_path(self) -> Path:
+        return self.run_dir / "report" / "index.html"
+
+    @property
+    def bundle_path(self) -> Path | None:
+        return self.run_dir / self.report.bundle.path if self.report.bundle else None
+
+
+def load_report(path: str | Path) -> RunReport:
+    """A report.json as a RunReport (bench and verify read runs through this)."""
+    return RunReport.model_validate_json(Path(path).read_text())
+
+
+def json_schema() -> str:
+    return json.dumps(RunReport.model_json_schema(by_alias=True), indent=2) + "\n"
+
+
+if __name__ == "__main__":  # python -m toolkit.core.result > schemas/report.schema.json
+    print(json_schema(), end="")
