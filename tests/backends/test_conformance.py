@@ -101,6 +101,32 @@ class TestOpenVino(BackendConformance):
             assert session.describe()["inference_precision"] == "f32"
 
 
+class TestExecuTorch(BackendConformance):
+    backend = "executorch"
+
+    def make(self, ctx, baseline, precision="fp32"):
+        from toolkit.passes.executorch import ExecuTorchOptions
+
+        return load_all()["executorch"].fn(ctx, baseline, ExecuTorchOptions(precision=precision, max_batch=32), "et")
+
+    def test_int8_is_int8_in_the_file_and_close_to_fp32(self, tmp_path):
+        from toolkit import backends
+
+        module, inputs, n = _cnn_case()
+        ctx = _ctx(tmp_path, inputs, n)
+        cand = self.make(ctx, save_baseline(ctx, module), precision="int8")
+        facts = backends.inspect(cand.path)
+        assert facts.precision == "int8" and facts.int8_weight_fraction > 0.5
+        assert "XnnpackBackend" in facts.details["delegates"]
+        with torch.inference_mode():
+            ref = module(torch.from_numpy(inputs["x"])).numpy()
+        with open_session(cand, threads=1) as session:
+            got = session.infer(inputs)
+        # int8 tolerance: the same top-1 on these rows, logits within 5% of their range
+        assert (got.argmax(1) == ref.argmax(1)).mean() >= 5 / 6
+        assert np.max(np.abs(got - ref)) <= 0.05 * (ref.max() - ref.min()) + 1e-3
+
+
 def test_tensorrt_is_unavailable_here_with_a_reason():
     ok, why = availability("tensorrt")
     if ok:

@@ -19,6 +19,7 @@ MODULES = {
     "onnxruntime": "toolkit.backends.onnxruntime",
     "openvino": "toolkit.backends.openvino",
     "tensorrt": "toolkit.backends.tensorrt",
+    "executorch": "toolkit.backends.executorch",
 }
 
 
