@@ -112,7 +112,7 @@ def test_reserved_names_cannot_be_listed(bundle):
     m = manifest_of(bundle)
     (bundle / "engine").mkdir()
     (bundle / "engine" / "x.engine").write_bytes(b"e")
-    from toolkit.intake.data import file_sha256
+    from toolkit.core.artifacts import file_sha256
     m["sha256"]["engine/x.engine"] = file_sha256(bundle / "engine" / "x.engine")
     write_manifest(bundle, m, reseal=True)
     fails(bundle, "a name the bundle reserves")

@@ -139,7 +139,7 @@ def test_cli_calibrate_onnx_from_the_demo_run(demo_run, digits, tmp_path):
     for name in FILES:
         assert (tmp_path / "b" / name).exists()
     # the standalone numbers are the ones compress reported for the same artifact and splits
-    cand = next(c for c in demo_run.report["candidates"] if c["id"] == "onnx-fp32")["metrics"]
+    cand = demo_run.candidate("onnx-fp32").metrics.model_dump()
     assert got["calibration"]["temperature"] == pytest.approx(cand["temperature"], rel=1e-4)
     assert got["calibration"]["ece"] == pytest.approx(cand["ece"], abs=1e-4)
     assert got["quality"]["macro_f1"] == pytest.approx(cand["macro_f1"], abs=1e-9)
@@ -162,7 +162,7 @@ def test_cli_openvino_ir(demo_run, digits, tmp_path):
     assert r.exit_code == 0, r.output
     got = json.loads(r.stdout)
     assert got["artifact"]["backend"] == "openvino"
-    cand = next(c for c in demo_run.report["candidates"] if c["id"] == "onnx-fp32")["metrics"]
+    cand = demo_run.candidate("onnx-fp32").metrics.model_dump()
     assert got["calibration"]["temperature"] == pytest.approx(cand["temperature"], rel=1e-3)
 
 

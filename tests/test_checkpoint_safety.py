@@ -286,7 +286,7 @@ def test_trust_is_explicit_and_carried(armed, tmp_path):
 
 def test_record_on_disk_never_grants_trust(tmp_path):
     from toolkit.core.candidate import Candidate
-    from toolkit.pipeline.compress import _read_entry, _write_entry
+    from toolkit.pipeline.run import _read_entry, _write_entry
 
     folder = tmp_path / "step"
     folder.mkdir()

@@ -199,8 +199,8 @@ def _boom(*a, **k):
 
 # (command line, the library function it calls, patched to fail unexpectedly)
 COMMANDS = [
-    (["compress"], "toolkit.pipeline.compress.compress"),
-    (["verify", "bundle"], "toolkit.output.bundle.verify"),
+    (["compress"], "toolkit.api.compress"),
+    (["verify", "bundle"], "toolkit.api.verify"),
     (["doctor"], "toolkit.pipeline.doctor.doctor"),
     (["devices", "list"], "toolkit.pipeline.devices.device_names"),
     (["devices", "show", "jetson"], "toolkit.pipeline.devices.load_device"),

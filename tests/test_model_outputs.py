@@ -299,7 +299,7 @@ def test_external_data_fp16_and_the_bundle_carries_every_file(tmp_path, external
     recipe.write_text("name: r\nsteps:\n  - {id: onnx-fp16, pass: onnx_fp16}\n  - {id: ov-bf16, pass: openvino_ir, "
                       "options: {inference_precision: bf16}}\n")
     r = toolkit.compress(model, data=data, device="jetson-orin-nano", recipe=recipe, out=tmp_path / "j")
-    assert {p["id"]: p["status"] for p in r.report["plan"]}["onnx-fp16"] == "built"
+    assert {p.id: p.status for p in r.report.plan}["onnx-fp16"] == "built"
     # on a host whose profile has no fp16, only the fp32 baseline is left: the bundle must carry the pair
     r = toolkit.compress(model, data=data, device="x86-avx512", recipe=recipe, out=tmp_path / "x")
     if r.selected != "onnx-fp32":

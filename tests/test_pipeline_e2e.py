@@ -27,11 +27,10 @@ def test_report_lists_complete_candidates(demo_run):
 
 
 def test_selected_int8_is_within_one_point_of_fp32(demo_run):
-    r = demo_run.report
-    sel = next(c for c in r["candidates"] if c["id"] == r["selected"])
-    fp32 = max(c["metrics"]["macro_f1"] for c in r["candidates"] if c["precision"] == "fp32")
-    assert "int8" in sel["precision"]
-    assert fp32 - sel["metrics"]["macro_f1"] <= 0.01
+    sel = demo_run.selected
+    fp32 = max(c.metrics.macro_f1 for c in demo_run.candidates if c.precision == "fp32")
+    assert "int8" in sel.precision
+    assert fp32 - sel.metrics.macro_f1 <= 0.01
     assert fp32 > 0.95  # the demo model really learned the digits
 
 
@@ -39,21 +38,20 @@ def test_metrics_match_sklearn_on_the_run(demo_run, digits):
     from sklearn.metrics import accuracy_score, f1_score
 
     # the bundle's expected logits come from the selected candidate: re-derive its test metrics from scratch
-    r = demo_run.report
-    sel = next(c for c in r["candidates"] if c["id"] == r["selected"])
-    cm = np.asarray(sel["metrics"]["confusion_matrix"])
+    sel = demo_run.selected.metrics
+    cm = np.asarray(sel.confusion_matrix)
     y_true = np.repeat(np.arange(10), cm.sum(1))
     y_pred = np.concatenate([np.repeat(np.arange(10), row) for row in cm])
-    assert sel["metrics"]["macro_f1"] == pytest.approx(f1_score(y_true, y_pred, average="macro", zero_division=0))
-    assert sel["metrics"]["accuracy"] == pytest.approx(accuracy_score(y_true, y_pred))
+    assert sel.macro_f1 == pytest.approx(f1_score(y_true, y_pred, average="macro", zero_division=0))
+    assert sel.accuracy == pytest.approx(accuracy_score(y_true, y_pred))
     assert cm.sum() == len(digits.test)
 
 
 def test_plan_skips_what_jetson_cannot_run(demo_run):
-    plan = {p["id"]: p for p in demo_run.report["plan"]}
-    assert plan["nncf-int8"]["status"] == "skip" and "openvino" in plan["nncf-int8"]["reason"]
-    assert demo_run.report["target_builds"], "TensorRT build commands for the target"
-    assert all(b["command"].startswith("trtexec --onnx=") for b in demo_run.report["target_builds"])
+    plan = {p.id: p for p in demo_run.report.plan}
+    assert plan["nncf-int8"].status == "skip" and "openvino" in plan["nncf-int8"].reason
+    assert demo_run.report.target_builds, "TensorRT build commands for the target"
+    assert all(b.command.startswith("trtexec --onnx=") for b in demo_run.report.target_builds)
 
 
 def test_report_files_a_person_opens(demo_run):
@@ -62,7 +60,7 @@ def test_report_files_a_person_opens(demo_run):
     assert "<table" in html and "data:image/png;base64," in html
     assert not re.search(r'<(img|script|link)[^>]+(src|href)="(http|/)', html), "index.html must be self-contained"
     md = (rep / "report.md").read_text()
-    assert demo_run.report["selected"] in md and "measured on this host" in md
+    assert demo_run.report.selected in md and "measured on this host" in md
     for name in ("tradeoff.png", "confusion.png", "reliability.png", "thresholds.png"):
         assert (rep / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     run = json.loads((demo_run.run_dir / "run.json").read_text())
@@ -87,7 +85,7 @@ def test_bundle_verifies_and_catches_a_flipped_byte(demo_run, tmp_path):
 def test_verify_catches_wrong_expected_outputs(demo_run, tmp_path):
     """A bundle whose hashes (and manifest digest) are consistent but whose fixtures lie is still caught by re-running them."""
     from toolkit.output.manifest import seal
-    from toolkit.intake.data import file_sha256
+    from toolkit.core.artifacts import file_sha256
 
     bundle = shutil.copytree(demo_run.run_dir / "bundle", tmp_path / "b")
     exp = dict(np.load(bundle / "fixtures" / "expected.npz"))
@@ -110,11 +108,11 @@ def test_text_encoder_end_to_end(text_model_files, tmp_path):
                       "  - {id: ov-fp32, pass: openvino_ir, from: onnx-fp32}\n")
     result = toolkit.compress(weights, model_factory=factory, data=data, device="x86-avx512", recipe=recipe,
                               out=tmp_path / "run")
-    ids = {c["id"] for c in result.report["candidates"]}
+    ids = {c.id for c in result.candidates}
     assert ids == {"torch-fp32", "onnx-fp32", "ort-int8-dynamic", "ov-fp32"}
-    io = result.report["io"]
+    io = result.report.io
     assert [t["name"] for t in io["inputs"]] == ["input_ids", "attention_mask"]
     assert io["inputs"][0]["shape"] == ["batch", "sequence"]
-    onnx_row = next(c for c in result.report["candidates"] if c["id"] == "onnx-fp32")
-    assert onnx_row["metrics"]["max_abs_logit_delta"] < 1e-3 and onnx_row["metrics"]["top1_agreement"] == 1.0
+    onnx_row = result.candidate("onnx-fp32").metrics
+    assert onnx_row.max_abs_logit_delta < 1e-3 and onnx_row.top1_agreement == 1.0
     assert toolkit.verify(result.run_dir / "bundle")["ok"]

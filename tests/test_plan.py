@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from toolkit.pipeline.devices import device_names, load_device
-from toolkit.pipeline.compress import deployable, plan
+from toolkit.pipeline.plan import deployable, plan
 from toolkit.pipeline.recipes import load_recipe
 
 

@@ -2,30 +2,17 @@
 
     import toolkit
     result = toolkit.compress("model.pt2", data="val.npz", device="jetson-orin-nano")
+    print(result.selected.id, result.selected.metrics.macro_f1)
 
-Importing this package imports no runtime (onnxruntime, openvino, tensorrt); they load on use.
+The public API is toolkit.api (re-exported here). Importing this package imports no runtime
+(onnxruntime, openvino, tensorrt, executorch); they load on use.
 """
 from __future__ import annotations
 
+from toolkit.api import (RunReport, RunResult, bench, calibrate, compress, device, devices, distill, doctor, nightly,
+                         recipe, recipes, report, sign, verify)
+
 __version__ = "0.1.0"
 
-
-def compress(*args, **kwargs):
-    """See toolkit.pipeline.compress.compress (the same function `optkit compress` calls)."""
-    from toolkit.pipeline.compress import compress as _compress
-
-    return _compress(*args, **kwargs)
-
-
-def verify(folder, **kwargs):
-    """See toolkit.output.bundle.verify (the same function `optkit verify` calls)."""
-    from toolkit.output.bundle import verify as _verify
-
-    return _verify(folder, **kwargs)
-
-
-def sign(folder, key, **kwargs):
-    """See toolkit.output.signing.sign (the same function `optkit sign` calls; needs optkit[sign])."""
-    from toolkit.output.signing import sign as _sign
-
-    return _sign(folder, key, **kwargs)
+__all__ = ["compress", "distill", "calibrate", "bench", "verify", "sign", "doctor", "devices", "device", "recipes",
+           "recipe", "nightly", "report", "RunResult", "RunReport"]

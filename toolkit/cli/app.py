@@ -114,7 +114,7 @@ def compress(
     as_json: bool = typer.Option(False, "--json", help="Print report.json instead of tables."),
 ) -> None:
     """Compress a checkpoint for a device: candidates, calibration, benchmarks, selection, report and bundle."""
-    from toolkit.pipeline.compress import compress as run_compress
+    from toolkit.api import compress as run_compress
 
     out_console = err_console if as_json else console
     if checkpoint is None and not as_json:
@@ -135,7 +135,7 @@ def compress(
         progress.close()
         raise
     progress.close()
-    report = result.report
+    report = result.report.model_dump(by_alias=True)
     if as_json:
         _print_json(report)
         return
@@ -153,7 +153,7 @@ def verify(bundle: Path = typer.Argument(..., help="Bundle folder (runs/<id>/bun
            trust_checkpoint: bool = typer.Option(False, "--trust-checkpoint", help="Run a bundled .pt2 even if it carries code (pickles, custom objects)."),
            as_json: bool = typer.Option(False, "--json")) -> None:
     """Check a bundle: its manifest's digest, paths and every file's sha256 (nothing unlisted), then re-run its fixtures."""
-    from toolkit.output.bundle import verify as run_verify
+    from toolkit.api import verify as run_verify
 
     try:
         result = run_verify(bundle, public_key=public_key, trust_checkpoint=trust_checkpoint)
@@ -172,7 +172,7 @@ def sign(bundle: Path = typer.Argument(..., help="Bundle folder (runs/<id>/bundl
          key: Path = typer.Option(..., "--key", help="PEM elliptic-curve private key (P-256/384/521)."),
          as_json: bool = typer.Option(False, "--json")) -> None:
     """Sign a bundle (OpenSSF model-signing format) into BUNDLE/model.sig; check it with verify --public-key."""
-    from toolkit.output.signing import sign as run_sign
+    from toolkit.api import sign as run_sign
 
     try:
         result = run_sign(bundle, key)
@@ -187,7 +187,7 @@ def sign(bundle: Path = typer.Argument(..., help="Bundle folder (runs/<id>/bundl
 @app.command()
 def doctor(as_json: bool = typer.Option(False, "--json")) -> None:
     """Which backends, precisions and quantization engines this host can run, and why not."""
-    from toolkit.pipeline.doctor import doctor as run_doctor
+    from toolkit.api import doctor as run_doctor
 
     d = run_doctor()
     if as_json:
@@ -215,7 +215,8 @@ def doctor(as_json: bool = typer.Option(False, "--json")) -> None:
 @devices_app.command("list")
 def devices_list(as_json: bool = typer.Option(False, "--json")) -> None:
     """All device profiles."""
-    from toolkit.pipeline.devices import device_names, load_device
+    from toolkit.api import device as load_device
+    from toolkit.api import devices as device_names
 
     try:
         profiles = [load_device(n) for n in device_names()]
@@ -236,7 +237,7 @@ def devices_list(as_json: bool = typer.Option(False, "--json")) -> None:
 @devices_app.command("show")
 def devices_show(name: str, as_json: bool = typer.Option(False, "--json")) -> None:
     """One profile, explained."""
-    from toolkit.pipeline.devices import load_device
+    from toolkit.api import device as load_device
 
     try:
         p = load_device(name)
@@ -264,7 +265,8 @@ def devices_show(name: str, as_json: bool = typer.Option(False, "--json")) -> No
 @recipes_app.command("list")
 def recipes_list() -> None:
     """All recipes."""
-    from toolkit.pipeline.recipes import load_recipe, recipe_names
+    from toolkit.api import recipe as load_recipe
+    from toolkit.api import recipes as recipe_names
 
     t = Table(title="Recipes")
     t.add_column("name"), t.add_column("steps"), t.add_column("description", overflow="fold")
@@ -280,7 +282,7 @@ def recipes_list() -> None:
 @recipes_app.command("show")
 def recipes_show(name: str, as_json: bool = typer.Option(False, "--json")) -> None:
     """One recipe: its steps and their options."""
-    from toolkit.pipeline.recipes import load_recipe
+    from toolkit.api import recipe as load_recipe
 
     try:
         r = load_recipe(name)
@@ -312,7 +314,7 @@ def calibrate(
     output: Optional[str] = typer.Option(None, "--output", help="Which model output holds the logits (dict key, ONNX output name, tuple position)."),
 ) -> None:
     """Calibration of one artifact: ECE/NLL/Brier before and after temperature, thresholds, slices, plots."""
-    from toolkit.pipeline.calibrate import calibrate as run_calibrate
+    from toolkit.api import calibrate as run_calibrate
 
     try:
         r = run_calibrate(artifact, data, metric=metric, out=out, model_factory=model_factory,
@@ -363,7 +365,7 @@ def bench(
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON (a 'rows' list, a 'skipped' list)."),
 ) -> None:
     """Time artifacts on every backend x precision this host can run; label where every number came from."""
-    from toolkit.pipeline.bench import bench as run_bench
+    from toolkit.api import bench as run_bench
 
     log = None if as_json else (lambda m: err_console.print(f"  [dim]timing[/] {m}", highlight=False, soft_wrap=True))
     try:
@@ -407,7 +409,7 @@ def report_nightly(
     as_json: bool = typer.Option(False, "--json", help="Print the findings as JSON."),
 ) -> None:
     """Trend plots and regressions from a bench history; exits 1 when a series regressed (for CI)."""
-    from toolkit.output.nightly import write_nightly_report
+    from toolkit.api import nightly as write_nightly_report
 
     try:
         result = write_nightly_report(history, out, window=window, metric=metric, min_relative=min_relative)
@@ -448,7 +450,7 @@ def distill_command(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --out folder."),
 ) -> None:
     """Distil a teacher into a smaller student, export it to ONNX and int8 it; report with curves and the no-KD ablation."""
-    from toolkit.pipeline.distill import distill as run_distill
+    from toolkit.api import distill as run_distill
 
     progress = RichProgress(console)
     try:
@@ -459,7 +461,7 @@ def distill_command(
         progress.close()
         _fail(exc)
     progress.close()
-    report = result.report
+    report = result.report.model_dump(by_alias=True)
     console.print(_candidates_table(report))
     st = next((c for c in report["candidates"] if c["id"] == "student"), None)
     if st:

@@ -150,6 +150,7 @@ class ModelInfo(_Strict):
     sha256: str
     kind: str
     notes: list[str]
+    outputs: str | None = None    # which output holds the logits, and whether probabilities were converted
 
 
 class DataInfo(_Strict):
@@ -160,6 +161,7 @@ class DataInfo(_Strict):
     n_test: int
     n_train: int
     preprocessing: str | None = None
+    notes: list[str] = Field(default_factory=list)  # what the data checks found that is not an error
 
 
 class Selection(_Strict):

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from toolkit.backends.torch import load_pt2
-from toolkit.intake.data import file_sha256
+from toolkit.core.artifacts import file_sha256
 from toolkit.core.errors import CheckpointError, UnsafeCheckpoint
 
 BUILTIN_PREFIX = "builtin:"

@@ -9,11 +9,11 @@ calibrates (temperature, thresholds, PTQ statistics), test reports.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from pathlib import Path
 
 import numpy as np
 
+from toolkit.core.artifacts import file_sha256
 from toolkit.core.errors import DataError
 
 RESERVED = {"y", "labels", "split"}
@@ -70,15 +70,7 @@ class Dataset:
         return self.val.take(idx)
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _stratified(y: np.ndarray, fractions: list[float], seed: int) -> list[np.ndarray]:
+def stratified(y: np.ndarray, fractions: list[float], seed: int) -> list[np.ndarray]:
     from sklearn.model_selection import train_test_split
 
     idx = np.arange(len(y))
@@ -273,7 +265,7 @@ def load_npz(path: Path, seed: int = 0) -> Dataset:
         if single:
             raise DataError(f"{path}: classes {single[:5]} have a single sample; each class needs at least 2 "
                             "(one for validation, one for test), or mark the rows with a 'split' array")
-        v, t = _stratified(y, [0.5, 0.5], seed)
+        v, t = stratified(y, [0.5, 0.5], seed)
         train, val, test = None, whole.take(v), whole.take(t)
     notes = _check_class_coverage(path, labels, val.y, test.y)
     return Dataset(name=path.name, labels=labels, val=val, test=test, train=train, sha256=file_sha256(path),

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from toolkit.core.cache import cache_dir, key
-from toolkit.intake.data import Dataset, Split, _stratified, file_sha256
+from toolkit.core.artifacts import file_sha256
+from toolkit.intake.data import Dataset, Split, stratified
 
 DEMO_NAME = "builtin:digits-cnn"
 DEMO_SEED = 0
@@ -45,7 +46,7 @@ def digits_dataset(seed: int = DEMO_SEED) -> Dataset:
     y = d.target.astype(np.int64)
     ink = np.where(x.reshape(len(x), -1).sum(1) > np.median(x.reshape(len(x), -1).sum(1)), "heavy", "light")
     whole = Split({"x": x}, y, {"ink": ink})
-    tr, va, te = _stratified(y, [0.6, 0.2, 0.2], seed)
+    tr, va, te = stratified(y, [0.6, 0.2, 0.2], seed)
     sha = key("sklearn-digits", len(y), seed)
     return Dataset(name="sklearn-digits", labels=[str(i) for i in range(10)], train=whole.take(tr),
                    val=whole.take(va), test=whole.take(te), sha256=sha, preprocessing=PREPROCESSING)

@@ -16,7 +16,7 @@ import numpy as np
 
 from toolkit.output.manifest import ENGINE_DIR, FORMAT_VERSION, MANIFEST, SIGNATURE, Manifest, load_manifest, seal, show, walk
 from toolkit.core.candidate import Candidate
-from toolkit.intake.data import file_sha256
+from toolkit.core.artifacts import file_sha256
 from toolkit.core.errors import GateFailed
 
 FIXTURE_ROWS = 8
@@ -115,31 +115,6 @@ def build_script(build: dict) -> str:
             + " ".join(words) + "\n")
 
 
-def target_builds(report: dict, cands: dict[str, Candidate], device, io) -> list[dict]:
-    """For targets that build their own engines (TensorRT): the exact build command per ONNX candidate."""
-    if "tensorrt" not in device.backends:
-        return []
-    from toolkit.backends.tensorrt import trtexec_command
-
-    shapes = {}
-    for t in io.inputs:
-        def concrete(b):
-            return tuple(b if d == "batch" else (128 if d == "sequence" else d) for d in t.shape)
-        shapes[t.name] = (concrete(1), concrete(max(device.bench.batch_sizes)), concrete(max(device.bench.batch_sizes) * 4))
-    builds = []
-    for row in report["candidates"]:
-        c = cands.get(row["id"])
-        if c is None or c.format != "onnx":
-            continue
-        precision = "int8" if "int8" in c.precision and c.precision != "int8-dynamic" else c.precision
-        if precision not in ("fp32", "fp16", "int8"):
-            continue
-        cmd = trtexec_command(c.path.name, precision, shapes, f"{c.id}.engine")
-        builds.append({"candidate": c.id, "precision": precision, "command": cmd, "where": f"on the {device.name}",
-                       "status": "to build on the target: TensorRT is not usable on this host"})
-    return builds
-
-
 def _model_card(manifest: dict, report: dict, row: dict) -> str:
     m = row["metrics"]
     lines = [f"# Model card: {manifest['candidate']}", "",
@@ -221,50 +196,3 @@ def check_integrity(folder: str | Path) -> tuple[Manifest, dict]:
     return manifest, info
 
 
-def verify(folder: str | Path, *, public_key: str | Path | None = None, trust_checkpoint: bool = False) -> dict:
-    """Prove the bundle's integrity (and its signature with `public_key`), then re-run the fixtures.
-
-    Raises GateFailed naming the first problem; BackendUnavailable when the fixtures cannot run on this host.
-    """
-    from toolkit.backends import availability, open_session
-    from toolkit.core.errors import BackendUnavailable
-
-    folder = Path(folder)
-    if public_key is not None:
-        # The signature first: with a key, nothing in the bundle is trusted before it is proven to be the signed one.
-        if not folder.is_dir():
-            raise GateFailed(f"{show(folder)}: not a folder; pass the bundle folder written by optkit compress")
-        from toolkit.output.signing import verify_signature
-
-        signature = verify_signature(folder, public_key)
-    manifest, info = check_integrity(folder)
-    model = manifest.model
-    cand = Candidate(id=manifest.candidate, path=folder / model.file, format=model.format,
-                     precision=model.precision, backend=model.backend, lineage=tuple(model.lineage),
-                     engine=model.engine, runtime_options=dict(model.runtime_options),
-                     trust_checkpoint=trust_checkpoint)  # a .pt2 model is inspected before it runs, unless trusted
-    ok, why = availability(cand.backend)
-    if not ok:
-        raise BackendUnavailable(f"{show(folder)}: hashes match, but fixtures cannot run here: {why}")
-    fx = manifest.fixtures
-    try:
-        with np.load(folder / fx.inputs, allow_pickle=False) as z:
-            feeds = {k: z[k] for k in z.files}
-        with np.load(folder / fx.expected, allow_pickle=False) as z:
-            expected = z["logits"]
-    except (OSError, ValueError, KeyError) as exc:
-        raise GateFailed(f"{show(folder / fx.inputs)}: fixtures cannot be read ({str(exc)[:200]}); "
-                         "re-create the bundle") from None
-    with open_session(cand, threads=1) as session:
-        got = session.infer(feeds)
-    if got.shape != expected.shape:
-        raise GateFailed(f"{show(folder)}: fixture outputs have shape {got.shape}, expected {expected.shape}")
-    diff = float(np.max(np.abs(got - expected))) if got.size else 0.0
-    if not np.allclose(got, expected, rtol=fx.rtol, atol=fx.atol) or not (got.argmax(1) == expected.argmax(1)).all():
-        raise GateFailed(f"{show(folder)}: fixture outputs differ from the expected ones (max |diff| {diff:.3g} > atol "
-                         f"{fx.atol}, rtol {fx.rtol}); the model or runtime does not reproduce the bundle")
-    return {"bundle": str(folder), "files_checked": info["files_checked"], "fixture_rows": int(expected.shape[0]),
-            "max_abs_diff": diff, "backend": cand.backend, "ok": True,
-            "signature": signature if public_key is not None else ("present, not checked (pass --public-key)"
-                                                                    if info["signed"] else "none"),
-            "engine_files": info["engine_files"]}

@@ -28,7 +28,6 @@ import hashlib
 import inspect
 import re
 import sys
-from pathlib import Path
 from typing import Any, Callable, Literal
 
 import numpy as np

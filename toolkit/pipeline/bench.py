@@ -29,7 +29,7 @@ import numpy as np
 
 from toolkit.core.candidate import Candidate
 from toolkit.core.artifacts import artifact_sha256
-from toolkit.core.errors import ConfigError, DataError, OptkitError, UnsafeCheckpoint, UnsupportedError
+from toolkit.core.errors import ConfigError, DataError, OptkitError, UnsafeCheckpoint
 from toolkit.core.host import rss_mb, usable_cores
 
 # A dynamic dimension other than the batch (a sequence length, an image side) needs a value to time with.

@@ -89,7 +89,7 @@ def _session_for(artifact: Path, names: list[str], model_factory: str | None, tr
     from toolkit.intake import checkpoints as intake
     from toolkit.backends import session_class
     from toolkit.core.candidate import Candidate
-    from toolkit.intake.data import file_sha256
+    from toolkit.core.artifacts import file_sha256
 
     if not artifact.exists():
         raise CheckpointError(f"{artifact}: artifact not found; pass a .onnx, .xml (OpenVINO IR), .pt2 or .safetensors file")

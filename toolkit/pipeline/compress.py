@@ -6,215 +6,28 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
-import signal
 import time
 from pathlib import Path
 from typing import Any
 
 from toolkit.core import cache
 from toolkit.core.candidate import Candidate
-from toolkit.intake.data import Dataset, file_sha256, load_npz
+from toolkit.core.result import RunReport, RunResult
+from toolkit.intake.data import Dataset, load_npz
 from toolkit.pipeline.devices import DeviceProfile, load_device
-from toolkit.core.errors import GateFailed, OptkitError
-from toolkit.passes import PassContext, load_all
-from toolkit.pipeline.recipes import BASELINE, Recipe, Step, load_recipe
-
-
-class Progress:
-    """Silent progress; the CLI passes a rich implementation."""
-
-    def stage(self, name: str, total: int) -> None: ...
-    def advance(self, label: str) -> None: ...
-    def log(self, message: str) -> None: ...
-    def close(self) -> None: ...
-
-
-@dataclasses.dataclass
-class PlannedStep:
-    step: Step
-    status: str          # "run" | "skip" | "alias" (uses its source as is) | later "done" / "failed" / "cached"
-    reason: str = ""
-    backend: str = ""
-    precision: str | None = None
-
-
-@dataclasses.dataclass
-class Plan:
-    steps: list[PlannedStep]
-    baseline_format: str
-    target_note: str
-
-    def to_list(self) -> list[dict]:
-        return [{"id": p.step.id, "pass": p.step.pass_name, "from": p.step.source, "status": p.status,
-                 "reason": p.reason, "backend": p.backend, "precision": p.precision} for p in self.steps]
-
-
-def deployable(backend: str, device: DeviceProfile) -> bool:
-    """Can the target run an artifact made for this backend? ONNX feeds TensorRT on targets that build engines."""
-    return backend in device.backends or (backend == "onnxruntime" and "tensorrt" in device.backends)
-
-
-def plan(recipe: Recipe, device: DeviceProfile, baseline_format: str, has_train: bool) -> Plan:
-    """Which steps run on this host, which are skipped and why (decided before any compute)."""
-    from toolkit.backends import availability, deploy_format
-
-    passes = load_all()
-    formats = {BASELINE: baseline_format}
-    precisions = {BASELINE: "fp32"}
-    planned: list[PlannedStep] = []
-    skipped: set[str] = set()
-    usable_backends = set(device.backends) | {device.stand_in.backend, "torch"}
-    avail_cache: dict[str, tuple[bool, str]] = {}
-    for step in recipe.steps:
-        spec = passes[step.pass_name]
-        opts = recipe.step_options(step)
-        out_precision = spec.output_precision(opts) or precisions.get(step.source, "fp32")
-        p = PlannedStep(step, "run", backend=spec.backend, precision=out_precision)
-        src_format = formats.get(step.source)
-        if step.source in skipped:
-            p.status, p.reason = "skip", f"its input step '{step.source}' is skipped"
-        elif step.pass_name == "export_onnx" and src_format == "onnx":
-            p.status, p.reason = "alias", "the input is already ONNX; the baseline is used as is"
-        elif src_format not in spec.accepts:
-            p.status, p.reason = "skip", f"{step.pass_name} takes {'/'.join(spec.accepts)} models, its input is {src_format}"
-        elif spec.needs_training_data and not has_train:
-            p.status, p.reason = "skip", "needs a train split: add split=['train',...] rows to the .npz"
-        elif spec.backend not in usable_backends:
-            p.status, p.reason = "skip", f"{device.name} does not run {spec.backend} (backends: {', '.join(device.backends)})"
-        elif out_precision.replace("mixed-", "").replace("-dynamic", "") not in device.precisions and not out_precision.startswith("mixed"):
-            p.status, p.reason = "skip", f"{device.name} does not support {out_precision} (precisions: {', '.join(device.precisions)})"
-        else:
-            if spec.backend not in avail_cache:
-                avail_cache[spec.backend] = availability(spec.backend)
-            ok, why = avail_cache[spec.backend]
-            if not ok:
-                p.status, p.reason = "skip", why
-            elif spec.precheck is not None and (why_not := spec.precheck(opts)):
-                p.status, p.reason = "skip", why_not
-        if p.status == "skip":
-            skipped.add(step.id)
-        formats[step.id] = src_format if p.status == "alias" else deploy_format(spec.backend)
-        precisions[step.id] = out_precision if p.status != "alias" else precisions.get(step.source, "fp32")
-        planned.append(p)
-    target = [b for b in device.target_only_backends]
-    note = ""
-    if target:
-        ok, why = availability("tensorrt")
-        note = ("TensorRT engines are built on this host" if ok else
-                f"TensorRT engines are built on the target ({why}); the fp16 and int8 QDQ ONNX files are "
-                f"measured here with {device.stand_in.backend} as a stand-in and the bundle holds the build command")
-    return Plan(planned, baseline_format, note)
+from toolkit.core.errors import GateFailed
+from toolkit.passes import PassContext
+from toolkit.pipeline.plan import deployable, plan
+from toolkit.pipeline.recipes import BASELINE, Recipe, load_recipe
+from toolkit.pipeline.run import Progress, evaluate_all, fault_point, run_passes
+from toolkit.pipeline.targets import add_target_estimates, target_builds
 
 
 # --------------------------------------------------------------------------- pass cache
 
-def _artifact_hash(c: Candidate) -> str:
-    return cache.key(*[(p.name, file_sha256(p)) for p in c.files()])
-
-
-STEP_RECORD = ".optkit-step.json"   # written next to a finished pass's files: what --resume trusts
-
-
-def _write_entry(folder: Path, made: Candidate, key: str) -> None:
-    """Record a finished artifact: its fields, the key it was built for, each file's sha256."""
-    from toolkit.core.host import library_versions
-
-    fields = dataclasses.asdict(made)
-    fields["path"] = made.path.name
-    files = {p.name: file_sha256(p) for p in made.files()}
-    meta = {"key": key, "versions": library_versions(), "candidate": fields, "files": files}
-    (folder / STEP_RECORD).write_text(json.dumps(meta, default=str))
-
-
-def _read_entry(folder: Path, key: str, into: Path) -> Candidate:
-    """A recorded artifact, verified (key, library versions, every file's hash); raises ValueError otherwise."""
-    from toolkit.core.host import library_versions
-
-    try:
-        meta = json.loads((folder / STEP_RECORD).read_text())
-        if meta["key"] != key:
-            raise ValueError("built from other inputs or settings")
-        if meta["versions"] != json.loads(json.dumps(library_versions())):
-            raise ValueError("made with other library versions")
-        for name, sha in meta["files"].items():
-            if file_sha256(folder / name) != sha:
-                raise ValueError(f"{name} does not match its recorded sha256")
-        if folder != into:
-            for name in meta["files"]:
-                shutil.copy2(folder / name, into / name)
-        fields = dict(meta["candidate"])
-        fields["path"] = into / fields["path"]
-        fields["lineage"] = tuple(fields["lineage"])
-        fields.pop("trust_checkpoint", None)  # a record on disk never grants trust; run_cached takes the parent's
-        return Candidate(**fields)
-    except (KeyError, OSError, TypeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"unreadable record ({type(exc).__name__})") from exc
-
-
-def run_cached(spec, ctx: PassContext, parent: Candidate, opts, cid: str, cache_parts: list, log,
-               resume: bool = False) -> tuple[Candidate, str]:
-    """Run a pass, or reuse a verified earlier result: this run's own (--resume), then the shared cache.
-
-    Both are keyed by (input artifact hash, pass, options, data, seed, library versions); an entry that
-    is corrupt or foreign is said, evicted and rebuilt, never trusted.
-    """
-    from toolkit.core.host import library_versions
-
-    key = cache.key(_artifact_hash(parent), spec.name, opts.model_dump(), library_versions(), *cache_parts)
-    folder = ctx.folder(cid)
-    if resume and (folder / STEP_RECORD).exists():
-        try:
-            return dataclasses.replace(_read_entry(folder, key, folder), trust_checkpoint=parent.trust_checkpoint), "resumed"
-        except ValueError as exc:
-            log(f"[{cid}] the interrupted run's result cannot be reused ({exc}); rebuilding")
-    for stale in folder.iterdir():  # start the step from an empty folder
-        shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
-    entry = cache.cache_dir() / "passes" / key
-    if (entry / STEP_RECORD).exists():
-        try:
-            made = dataclasses.replace(_read_entry(entry, key, folder), trust_checkpoint=parent.trust_checkpoint)
-            _write_entry(folder, made, key)
-            return made, "cached"
-        except ValueError as exc:
-            log(f"[{cid}] cache entry {entry.name} is corrupt or foreign ({exc}); evicted and rebuilt")
-            shutil.rmtree(entry, ignore_errors=True)
-    made = spec.fn(ctx, parent, opts, cid)
-    _write_entry(folder, made, key)
-    try:  # publish to the shared cache atomically; an unwritable cache never fails a run
-        tmp = entry.with_name(f"{entry.name}.tmp{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        for p in made.files():
-            shutil.copy2(p, tmp / p.name)
-        shutil.copy2(folder / STEP_RECORD, tmp / STEP_RECORD)
-        if entry.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            tmp.rename(entry)
-    except OSError:
-        pass
-    return made, "built"
-
-
-def fault_point(name: str) -> None:
-    """Fault injection for the crash/resume tests: OPTKIT_FAULT_AT=<name> kills the process here, like kill -9."""
-    if os.environ.get("OPTKIT_FAULT_AT") == name:
-        os.kill(os.getpid(), signal.SIGKILL)
-
 
 # --------------------------------------------------------------------------- compress
-
-@dataclasses.dataclass
-class RunResult:
-    run_dir: Path
-    report: dict
-
-    @property
-    def selected(self) -> str | None:
-        return self.report.get("selected")
-
 
 def _load_data(data: str | Path | None, checkpoint, seed: int) -> Dataset:
     """The data, checked completely; called before the checkpoint is loaded so a data mistake fails first."""
@@ -290,45 +103,16 @@ def compress(checkpoint: str | Path | None = None, *, device: str = "jetson-orin
         candidates[BASELINE] = baseline
         fault_point("baseline")
         ctx.candidates = candidates
-        runnable = [p for p in the_plan.steps if p.status == "run"]
-        progress.stage("passes", len(runnable))
-        passes = load_all()
         data_key = [dataset.sha256, seed, ctx.calibration_size, rec.search.tolerance]
-        for p in the_plan.steps:
-            if p.status == "alias":
-                candidates[p.step.id] = candidates[p.step.source]
-                continue
-            if p.status != "run":
-                continue
-            parent = candidates.get(p.step.source)
-            if parent is None:
-                p.status, p.reason = "skip", f"its input step '{p.step.source}' failed"
-                progress.advance(p.step.id)
-                continue
-            t_step = time.time()
-            try:
-                made, how = run_cached(passes[p.step.pass_name], ctx, parent, rec.step_options(p.step), p.step.id,
-                                       data_key, progress.log, resume=resume)
-                candidates[p.step.id] = made
-                p.status = how
-            except OptkitError as exc:
-                p.status, p.reason = "failed", str(exc)
-            except Exception as exc:  # a library failing inside one pass must not sink the run: record it
-                p.status, p.reason = "failed", f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
-            if p.status == "failed":
-                shutil.rmtree(cand_dir / p.step.id, ignore_errors=True)  # no half-made candidate folders
-                progress.log(f"[{p.step.id}] failed: {p.reason}")
-            p.reason = p.reason or f"{time.time() - t_step:.1f} s"
-            fault_point(f"pass:{p.step.id}")
-            progress.advance(p.step.id)
+        run_passes(the_plan, ctx, rec, candidates, data_key, progress, resume)
         timings["passes_s"] = round(time.time() - t0, 2)
 
         # 3. evaluate every distinct candidate
         t0 = time.time()
         unique = {c.id: c for c in candidates.values()}
-        report_rows, outputs, eval_failures = _evaluate_all(list(unique.values()), baseline, dataset, prof, seed,
+        report_rows, outputs, eval_failures = evaluate_all(list(unique.values()), baseline, dataset, prof, seed,
                                                             threshold_metric, progress, resume)
-        _add_target_estimates(report_rows, unique, prof)
+        add_target_estimates(report_rows, unique, prof)
         timings["evaluate_s"] = round(time.time() - t0, 2)
 
         # 4. select
@@ -360,7 +144,7 @@ def compress(checkpoint: str | Path | None = None, *, device: str = "jetson-orin
         t0 = time.time()
         for partial in (stage / "bundle", stage / "report"):  # an interrupted run may have left these half-written
             shutil.rmtree(partial, ignore_errors=True)
-        report["target_builds"] = bundle_mod.target_builds(report, unique, prof, io)
+        report["target_builds"] = target_builds(report, unique, prof, io)
         if selected is not None:
             build = next((b for b in report["target_builds"] if b["candidate"] == selected), None)
             report["bundle"] = bundle_mod.write_bundle(stage / "bundle", unique[selected], report, dataset,
@@ -373,11 +157,12 @@ def compress(checkpoint: str | Path | None = None, *, device: str = "jetson-orin
         timings["total_s"] = round(time.time() - t_start, 2)
         _write_run_json(stage, report, timings, loaded, dataset, rec, prof, seed)
         report["timings"] = timings
-        (stage / "report" / "report.json").write_text(json.dumps(report, indent=2, default=str))
+        typed = RunReport.model_validate(report)  # the report.json schema (toolkit.core.result), checked on every run
+        (stage / "report" / "report.json").write_text(typed.to_json())
         for record in cand_dir.glob("*/.optkit-*"):  # resume bookkeeping is not part of the result
             record.unlink()
         fault_point("promote")
-    result = RunResult(out_path, report)
+    result = RunResult(out_path, typed)
     if selected is None:
         raise GateFailed(f"{out_path}: no candidate met {prof.name}'s budgets and gates; see {out_path}/report/report.md "
                          "for each candidate's failures, or relax the budgets in the device profile")
@@ -439,76 +224,6 @@ def _baseline(ctx: PassContext, loaded) -> Candidate:
     from toolkit.passes.export import save_baseline
 
     return dataclasses.replace(save_baseline(ctx, loaded.module), trust_checkpoint=loaded.trusted)
-
-
-EVAL_RECORD = ".optkit-eval.json"
-
-
-def _evaluate_all(cands: list[Candidate], baseline: Candidate, dataset: Dataset, prof: DeviceProfile, seed: int,
-                  threshold_metric: str, progress: Progress, resume: bool = False) -> tuple[list[dict], dict, list[dict]]:
-    """Evaluate the baseline first (parity reference), then the rest; with resume, reuse recorded evaluations."""
-    import numpy as np
-
-    from toolkit.pipeline.evaluate import Outputs, evaluate
-
-    progress.stage("evaluate", len(cands))
-    rows, outputs, failures = [], {}, []
-    base_out = None
-    for c in [baseline] + [c for c in cands if c.id != baseline.id]:
-        folder = c.path.parent
-        key = cache.key(_artifact_hash(c), prof.bench.model_dump(), threshold_metric, seed, dataset.sha256,
-                        base_out.test.tobytes().hex()[:64] if base_out is not None else None)
-        record = None
-        if resume and (folder / EVAL_RECORD).exists():
-            try:
-                saved = json.loads((folder / EVAL_RECORD).read_text())
-                if saved["key"] == key:
-                    with np.load(folder / ".optkit-outputs.npz") as z:
-                        record = (saved["metrics"], saved["measured_on"], Outputs(val=z["val"], test=z["test"]))
-            except (OSError, KeyError, ValueError):
-                record = None
-        try:
-            metrics, measured_on, out = record or evaluate(c, dataset, prof, base_out, threshold_metric, seed)
-        except Exception as exc:  # one candidate a runtime cannot execute must not sink the run: say it
-            reason = str(exc) if isinstance(exc, OptkitError) else f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
-            progress.log(f"[{c.id}] cannot be evaluated here: {reason}")
-            failures.append({"id": c.id, "reason": reason})
-            progress.advance(c.id)
-            if c.id == baseline.id:
-                raise
-            continue
-        if record is None:
-            np.savez(folder / ".optkit-outputs.npz", val=out.val, test=out.test)
-            (folder / EVAL_RECORD).write_text(json.dumps({"key": key, "metrics": metrics, "measured_on": measured_on},
-                                                         default=str))
-        fault_point(f"evaluate:{c.id}")
-        if c.id == baseline.id:
-            base_out = out
-        outputs[c.id] = out
-        rows.append({"id": c.id, "format": c.format, "precision": c.precision, "backend": c.backend, "engine": c.engine,
-                     "lineage": list(c.lineage), "path": f"candidates/{c.id}/{c.path.name}", "info": c.info,
-                     "runtime_options": c.runtime_options, "metrics": metrics, "measured_on": measured_on})
-        progress.advance(c.id)
-    return rows, outputs, failures
-
-
-def _add_target_estimates(rows: list[dict], cands: dict[str, Candidate], prof: DeviceProfile) -> None:
-    """Roofline lower bounds for the target from its public specs: labelled estimates, kept apart from measurements."""
-    from toolkit.pipeline.estimates import estimate_for_device
-
-    for row in rows:
-        c = cands[row["id"]]
-        if c.format != "onnx":
-            continue
-        precision = "int8" if "int8" in c.precision else c.precision
-        try:
-            est = estimate_for_device(c.path, precision, prof, dim_values={"sequence": 128})
-        except OptkitError as exc:
-            est = {"kind": "estimate (roofline lower bound)", "estimate_ms": None, "reason": str(exc)}
-        row["target_estimate"] = {k: est.get(k) for k in ("kind", "estimate_ms", "bound", "assumptions", "reason",
-                                                         "compute_bound_ms", "memory_bound_ms")}
-        row["target_estimate"]["device"] = prof.name
-        row["metrics"]["target_estimate_ms"] = est.get("estimate_ms")
 
 
 def _merged_gates(prof: DeviceProfile, rec: Recipe):

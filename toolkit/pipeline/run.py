@@ -1,0 +1,210 @@
+"""run: the passes (through a content-addressed cache, resumable from verified step records) and the
+evaluation of every candidate (resumable from verified evaluation records)."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+
+from toolkit.core import cache
+from toolkit.core.artifacts import artifact_sha256, file_sha256
+from toolkit.core.candidate import Candidate
+from toolkit.core.errors import OptkitError
+from toolkit.intake.data import Dataset
+from toolkit.passes import PassContext
+from toolkit.pipeline.devices import DeviceProfile
+
+class Progress:
+    """Silent progress; the CLI passes a rich implementation."""
+
+    def stage(self, name: str, total: int) -> None: ...
+    def advance(self, label: str) -> None: ...
+    def log(self, message: str) -> None: ...
+    def close(self) -> None: ...
+
+
+def _artifact_hash(c: Candidate) -> str:
+    return artifact_sha256(c.files())
+
+
+STEP_RECORD = ".optkit-step.json"   # written next to a finished pass's files: what --resume trusts
+
+
+def _write_entry(folder: Path, made: Candidate, key: str) -> None:
+    """Record a finished artifact: its fields, the key it was built for, each file's sha256."""
+    from toolkit.core.host import library_versions
+
+    fields = dataclasses.asdict(made)
+    fields["path"] = made.path.name
+    files = {p.name: file_sha256(p) for p in made.files()}
+    meta = {"key": key, "versions": library_versions(), "candidate": fields, "files": files}
+    (folder / STEP_RECORD).write_text(json.dumps(meta, default=str))
+
+
+def _read_entry(folder: Path, key: str, into: Path) -> Candidate:
+    """A recorded artifact, verified (key, library versions, every file's hash); raises ValueError otherwise."""
+    from toolkit.core.host import library_versions
+
+    try:
+        meta = json.loads((folder / STEP_RECORD).read_text())
+        if meta["key"] != key:
+            raise ValueError("built from other inputs or settings")
+        if meta["versions"] != json.loads(json.dumps(library_versions())):
+            raise ValueError("made with other library versions")
+        for name, sha in meta["files"].items():
+            if file_sha256(folder / name) != sha:
+                raise ValueError(f"{name} does not match its recorded sha256")
+        if folder != into:
+            for name in meta["files"]:
+                shutil.copy2(folder / name, into / name)
+        fields = dict(meta["candidate"])
+        fields["path"] = into / fields["path"]
+        fields["lineage"] = tuple(fields["lineage"])
+        fields.pop("trust_checkpoint", None)  # a record on disk never grants trust; run_cached takes the parent's
+        return Candidate(**fields)
+    except (KeyError, OSError, TypeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"unreadable record ({type(exc).__name__})") from exc
+
+
+def run_cached(spec, ctx: PassContext, parent: Candidate, opts, cid: str, cache_parts: list, log,
+               resume: bool = False) -> tuple[Candidate, str]:
+    """Run a pass, or reuse a verified earlier result: this run's own (--resume), then the shared cache.
+
+    Both are keyed by (input artifact hash, pass, options, data, seed, library versions); an entry that
+    is corrupt or foreign is said, evicted and rebuilt, never trusted.
+    """
+    from toolkit.core.host import library_versions
+
+    key = cache.key(_artifact_hash(parent), spec.name, opts.model_dump(), library_versions(), *cache_parts)
+    folder = ctx.folder(cid)
+    if resume and (folder / STEP_RECORD).exists():
+        try:
+            return dataclasses.replace(_read_entry(folder, key, folder), trust_checkpoint=parent.trust_checkpoint), "resumed"
+        except ValueError as exc:
+            log(f"[{cid}] the interrupted run's result cannot be reused ({exc}); rebuilding")
+    for stale in folder.iterdir():  # start the step from an empty folder
+        shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
+    entry = cache.cache_dir() / "passes" / key
+    if (entry / STEP_RECORD).exists():
+        try:
+            made = dataclasses.replace(_read_entry(entry, key, folder), trust_checkpoint=parent.trust_checkpoint)
+            _write_entry(folder, made, key)
+            return made, "cached"
+        except ValueError as exc:
+            log(f"[{cid}] cache entry {entry.name} is corrupt or foreign ({exc}); evicted and rebuilt")
+            shutil.rmtree(entry, ignore_errors=True)
+    made = spec.fn(ctx, parent, opts, cid)
+    _write_entry(folder, made, key)
+    try:  # publish to the shared cache atomically; an unwritable cache never fails a run
+        tmp = entry.with_name(f"{entry.name}.tmp{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        for p in made.files():
+            shutil.copy2(p, tmp / p.name)
+        shutil.copy2(folder / STEP_RECORD, tmp / STEP_RECORD)
+        if entry.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.rename(entry)
+    except OSError:
+        pass
+    return made, "built"
+
+
+def fault_point(name: str) -> None:
+    """Fault injection for the crash/resume tests: OPTKIT_FAULT_AT=<name> kills the process here, like kill -9."""
+    if os.environ.get("OPTKIT_FAULT_AT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+EVAL_RECORD = ".optkit-eval.json"
+
+
+def evaluate_all(cands: list[Candidate], baseline: Candidate, dataset: Dataset, prof: DeviceProfile, seed: int,
+                  threshold_metric: str, progress: Progress, resume: bool = False) -> tuple[list[dict], dict, list[dict]]:
+    """Evaluate the baseline first (parity reference), then the rest; with resume, reuse recorded evaluations."""
+    import numpy as np
+
+    from toolkit.pipeline.evaluate import Outputs, evaluate
+
+    progress.stage("evaluate", len(cands))
+    rows, outputs, failures = [], {}, []
+    base_out = None
+    for c in [baseline] + [c for c in cands if c.id != baseline.id]:
+        folder = c.path.parent
+        key = cache.key(_artifact_hash(c), prof.bench.model_dump(), threshold_metric, seed, dataset.sha256,
+                        base_out.test.tobytes().hex()[:64] if base_out is not None else None)
+        record = None
+        if resume and (folder / EVAL_RECORD).exists():
+            try:
+                saved = json.loads((folder / EVAL_RECORD).read_text())
+                if saved["key"] == key:
+                    with np.load(folder / ".optkit-outputs.npz") as z:
+                        record = (saved["metrics"], saved["measured_on"], Outputs(val=z["val"], test=z["test"]))
+            except (OSError, KeyError, ValueError):
+                record = None
+        try:
+            metrics, measured_on, out = record or evaluate(c, dataset, prof, base_out, threshold_metric, seed)
+        except Exception as exc:  # one candidate a runtime cannot execute must not sink the run: say it
+            reason = str(exc) if isinstance(exc, OptkitError) else f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+            progress.log(f"[{c.id}] cannot be evaluated here: {reason}")
+            failures.append({"id": c.id, "reason": reason})
+            progress.advance(c.id)
+            if c.id == baseline.id:
+                raise
+            continue
+        if record is None:
+            np.savez(folder / ".optkit-outputs.npz", val=out.val, test=out.test)
+            (folder / EVAL_RECORD).write_text(json.dumps({"key": key, "metrics": metrics, "measured_on": measured_on},
+                                                         default=str))
+        fault_point(f"evaluate:{c.id}")
+        if c.id == baseline.id:
+            base_out = out
+        outputs[c.id] = out
+        rows.append({"id": c.id, "format": c.format, "precision": c.precision, "backend": c.backend, "engine": c.engine,
+                     "lineage": list(c.lineage), "path": f"candidates/{c.id}/{c.path.name}", "info": c.info,
+                     "runtime_options": c.runtime_options, "metrics": metrics, "measured_on": measured_on})
+        progress.advance(c.id)
+    return rows, outputs, failures
+
+
+def run_passes(the_plan, ctx: PassContext, rec, candidates: dict[str, Candidate], data_key: list, progress: Progress,
+               resume: bool) -> None:
+    """Run every planned step in order into `candidates`; a failing pass is recorded on its step, never raised."""
+    from toolkit.passes import load_all
+
+    cand_dir = ctx.workdir
+    passes = load_all()
+    runnable = [p for p in the_plan.steps if p.status == "run"]
+    progress.stage("passes", len(runnable))
+    for p in the_plan.steps:
+        if p.status == "alias":
+            candidates[p.step.id] = candidates[p.step.source]
+            continue
+        if p.status != "run":
+            continue
+        parent = candidates.get(p.step.source)
+        if parent is None:
+            p.status, p.reason = "skip", f"its input step '{p.step.source}' failed"
+            progress.advance(p.step.id)
+            continue
+        t_step = time.time()
+        try:
+            made, how = run_cached(passes[p.step.pass_name], ctx, parent, rec.step_options(p.step), p.step.id,
+                                   data_key, progress.log, resume=resume)
+            candidates[p.step.id] = made
+            p.status = how
+        except OptkitError as exc:
+            p.status, p.reason = "failed", str(exc)
+        except Exception as exc:  # a library failing inside one pass must not sink the run: record it
+            p.status, p.reason = "failed", f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+        if p.status == "failed":
+            shutil.rmtree(cand_dir / p.step.id, ignore_errors=True)  # no half-made candidate folders
+            progress.log(f"[{p.step.id}] failed: {p.reason}")
+        p.reason = p.reason or f"{time.time() - t_step:.1f} s"
+        fault_point(f"pass:{p.step.id}")
+        progress.advance(p.step.id)
