@@ -51,7 +51,7 @@ def test_demo_run_compares_backends_and_precisions(demo_bench):
         assert f"{r['threads']} threads" in r["measured_on"] and f"batch {r['batch']}" in r["measured_on"]
         assert f"{r['runs']} runs" in r["measured_on"]
         assert r["stand_in_for"] == "jetson-orin-nano"  # this CI host is not a Jetson
-        assert r["kind"] == "measured" and "RSS" in r["memory"]
+        assert r["kind"] in ("target", "stand-in") and "RSS" in r["memory"]
     # OpenVINO's precision says what actually computed, read back from the compiled model
     assert any(r["precision"] == "fp32 / f32 compute" for r in rows if r["backend"] == "openvino")
 

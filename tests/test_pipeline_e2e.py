@@ -20,7 +20,7 @@ def test_report_lists_complete_candidates(demo_run):
     assert len(cands) >= 5
     for c in cands:
         assert all(k in c["metrics"] for k in NEED), c["id"]
-        assert c["measured_on"]["kind"] == "measured" and "this host" in c["measured_on"]["label"]
+        assert c["measured_on"]["kind"] == "stand-in" and "this host" in c["measured_on"]["label"]
         assert c["measured_on"]["stand_in_for"] == "jetson-orin-nano"  # an x86 host is never the Jetson
         assert c["lineage"][0] == "baseline"
     assert {c["id"] for c in cands} >= {"torch-fp32", "onnx-fp32", "onnx-fp16", "ort-int8-minmax"}

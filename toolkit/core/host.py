@@ -22,6 +22,20 @@ def cpu_model() -> str:
 
 
 @functools.cache
+def cpu_flags() -> frozenset[str]:
+    """ISA features of this CPU as the kernel reports them: `flags` on x86 (avx2, avx512_vnni, amx_int8...),
+    `Features` on ARM (asimd = NEON, asimddp = dot product...). Empty when /proc/cpuinfo is unreadable."""
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            key, _, value = line.partition(":")
+            if key.strip() in ("flags", "Features"):
+                return frozenset(value.split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+@functools.cache
 def host() -> dict:
     return {"cpu": cpu_model(), "arch": platform.machine(), "cores": os.cpu_count(), "os": platform.platform(terse=True),
             "python": platform.python_version()}

@@ -10,12 +10,18 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 JSON = dict[str, Any]
+
+# The three kinds of numbers (DESIGN.md, honesty rules), never mixed: measured on the target itself, measured on
+# a host that only stands in for it, or estimated for the target from its profile's specs. Budgets are judged on
+# "target" numbers only (or on "estimate" where the device profile says so); a stand-in's numbers never fail one.
+NumberKind = Literal["target", "stand-in", "estimate"]
+CheckStatus = Literal["ok", "fail", "not checked here"]
 
 
 class _Strict(BaseModel):
@@ -66,6 +72,7 @@ class Metrics(_Strict):
     classwise_ece_recalibrated: float
     val_nll: float
     val_nll_recalibrated: float
+    temperature_fit: JSON | None = None  # cross-validated fit on validation: applied or not, and why
     reliability: JSON
     thresholds: Thresholds
     slices: JSON | None = None
@@ -83,9 +90,9 @@ class Metrics(_Strict):
 
 
 class MeasuredOn(_Strict):
-    """Where a latency was measured: one of the three kinds (target, stand-in, estimate) is explicit."""
+    """Where a latency was measured: on the target itself or on a stand-in host (never an estimate)."""
     model_config = ConfigDict(extra="allow")  # backends add what they ran (providers, inference precision, ...)
-    kind: str
+    kind: Literal["target", "stand-in"]
     host: str
     backend: str
     threads: int
@@ -98,7 +105,8 @@ class MeasuredOn(_Strict):
 
 
 class TargetEstimate(_Strict):
-    kind: str
+    kind: Literal["estimate"] = "estimate"
+    method: str                   # e.g. "estimate (roofline lower bound)"
     estimate_ms: float | None
     bound: str | None = None
     assumptions: JSON | list | str | None = None
@@ -110,10 +118,13 @@ class TargetEstimate(_Strict):
 
 class Check(_Strict):
     name: str
-    ok: bool
+    ok: bool                      # False only for "fail": a check not made here never fails a candidate
+    status: CheckStatus = "ok"
+    kind: NumberKind | None = None  # which kind of number was judged (None: a property of the file or the data)
     value: Any = None
     limit: Any = None
     reason: str = ""
+    samples_needed: int | None = None  # test samples the F1 budget would need to be supported at this delta
 
 
 class CandidateResult(_Strict):
@@ -167,6 +178,10 @@ class DataInfo(_Strict):
 class Selection(_Strict):
     rule: str
     objectives: list[str]
+    # The one speed quantity the front, the pick, every loser's reason and the trade-off plot use.
+    speed_key: Literal["latency_p95_ms", "target_estimate_ms"] = "latency_p95_ms"
+    speed_kind: NumberKind = "target"
+    speed_label: str = "p95 latency measured on the target"
 
 
 class TargetBuild(_Strict):

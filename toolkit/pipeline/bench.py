@@ -214,7 +214,7 @@ def _time_pair(item: _Item, backend: str, options: dict, device, threads: int, b
             "warmup": stats["warmup"],
             "device": device.name,
             "measured_on": label,
-            "kind": "measured",
+            "kind": "stand-in" if stand_in_for else "target",  # result.NumberKind
             "runtime": runtime,
             "stand_in_for": stand_in_for,
             "inputs": item.inputs_from,

@@ -68,6 +68,17 @@ class Selection(_Strict):
     # Latencies within this fraction of the fastest count as a tie, broken by size:
     # sub-millisecond host timings move by tens of percent between runs.
     latency_tie_fraction: float = Field(default=0.15, ge=0, le=1)
+    # On a stand-in host, judge the latency budget on the target's roofline estimate instead of leaving it
+    # "not checked here". The estimate is a lower bound: over budget it is a certain failure, under it a hope.
+    budgets_on_estimate: bool = False
+
+
+class HostMatch(_Strict):
+    """What makes a host *be* this device: capabilities read from /proc/cpuinfo, never the CPU's brand."""
+
+    isa: list[str] = Field(min_length=1, description="CPU flags the host must have (x86 `flags`, ARM `Features`)")
+    without: list[str] = Field(default_factory=list, description="flags the host must not have (faster kernels than the device's)")
+    min_cores: int = Field(ge=1, le=bounds.THREADS_MAX, strict=True, description="usable cores the host must have")
 
 
 class DeviceProfile(_Strict):
@@ -84,16 +95,34 @@ class DeviceProfile(_Strict):
     stand_in: StandIn
     default_recipe: str = "default"
     selection: Selection = Selection()
-    # Substrings of the CPU model name for which this host *is* the device class (e.g. "EPYC").
+    # When this host *is* the device (its numbers are of kind "target"); None: no host is (GPU/NPU targets).
     # Elsewhere every host measurement is a stand-in's, and selection ranks by the target estimate.
-    host_cpu_matches: list[str] = Field(default_factory=list)
+    host_match: HostMatch | None = None
 
-    def host_is_device(self) -> bool:
+    def host_mismatch(self) -> str | None:
+        """Why this host is not the device (None when it is): arch, ISA features, cores."""
         import platform
 
-        from toolkit.core.host import cpu_model
+        from toolkit.core.host import cpu_flags, usable_cores
 
-        return platform.machine() == self.arch and any(m.lower() in cpu_model().lower() for m in self.host_cpu_matches)
+        if self.host_match is None:
+            return f"no host stands for {self.name} by CPU features alone (its accelerator runs the model)"
+        if platform.machine() != self.arch:
+            return f"this host is {platform.machine()}, {self.name} is {self.arch}"
+        flags = cpu_flags()
+        missing = [f for f in self.host_match.isa if f not in flags]
+        if missing:
+            return f"this CPU lacks {', '.join(missing)}"
+        extra = [f for f in self.host_match.without if f in flags]
+        if extra:
+            return f"this CPU has {', '.join(extra)}, which {self.name} does not (its kernels would be faster here)"
+        cores = usable_cores()
+        if cores < self.host_match.min_cores:
+            return f"this host has {cores} usable cores, {self.name} needs {self.host_match.min_cores}"
+        return None
+
+    def host_is_device(self) -> bool:
+        return self.host_mismatch() is None
 
     @property
     def target_only_backends(self) -> list[str]:

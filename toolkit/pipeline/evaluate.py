@@ -85,10 +85,10 @@ def evaluate(candidate: Candidate, data: Dataset, device, baseline: Outputs | No
     metrics["size_mb"] = size_mb(candidate.files())
     metrics["rss_growth_mb"] = round(rss_growth, 2)
 
-    # The host is the device only when its CPU matches the profile (e.g. an EPYC for x86-avx512).
+    # The host is the device only when it has the profile's ISA features and cores (devices.HostMatch).
     stand_in = not device.host_is_device() or described["backend"] not in device.backends
     measured_on = {
-        "kind": "measured",
+        "kind": "stand-in" if stand_in else "target",  # result.NumberKind: budgets are judged on target numbers only
         "host": host_label(),
         **described,
         "batch": 1,

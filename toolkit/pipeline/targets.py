@@ -44,7 +44,8 @@ def add_target_estimates(rows: list[dict], cands: dict[str, Candidate], prof: De
             est = estimate_for_device(c.path, precision, prof, dim_values={"sequence": 128})
         except OptkitError as exc:
             est = {"kind": "estimate (roofline lower bound)", "estimate_ms": None, "reason": str(exc)}
-        row["target_estimate"] = {k: est.get(k) for k in ("kind", "estimate_ms", "bound", "assumptions", "reason",
-                                                         "compute_bound_ms", "memory_bound_ms")}
-        row["target_estimate"]["device"] = prof.name
+        roof = est.get("roofline") or {}  # bound, assumptions and the two bounds live on the roofline part
+        row["target_estimate"] = {"kind": "estimate", "method": est.get("kind"), "device": prof.name,
+                                  "estimate_ms": est.get("estimate_ms"), "reason": est.get("reason"),
+                                  **{k: roof.get(k) for k in ("bound", "assumptions", "compute_bound_ms", "memory_bound_ms")}}
         row["metrics"]["target_estimate_ms"] = est.get("estimate_ms")
