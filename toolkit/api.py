@@ -19,18 +19,19 @@ from toolkit.core.result import RunReport, RunResult, load_report
 def compress(checkpoint: str | Path | None = None, *, device: str = "jetson-orin-nano", recipe: str | Path | None = None,
              data: str | Path | None = None, out: str | Path | None = None, model_factory: str | None = None,
              trust_checkpoint: bool = False, seed: int | None = None, overwrite: bool = False,
-             threshold_metric: str = "f1", progress=None, resume: bool = False,
-             output: str | None = None) -> RunResult:
+             threshold_metric: str = "f1", progress=None, resume: bool = False, no_cache: bool = False,
+             output: str | None = None, text_column: str = "text", label_column: str = "label") -> RunResult:
     """Compress a checkpoint for a device: plan, run the recipe's passes, evaluate, select, report, bundle.
 
     Returns the typed RunResult (`.selected`, `.candidate(id)`, `.report_path`, `.bundle_path`, `.report`);
     raises GateFailed (with the report written) when no candidate meets the device's budgets and gates.
+    no_cache=True builds every pass afresh (the shared pass cache is neither read nor written).
     """
     from toolkit.pipeline.compress import compress as run
 
     return run(checkpoint, device=device, recipe=recipe, data=data, out=out, model_factory=model_factory,
                trust_checkpoint=trust_checkpoint, seed=seed, overwrite=overwrite, threshold_metric=threshold_metric,
-               progress=progress, resume=resume, output=output)
+               progress=progress, resume=resume, no_cache=no_cache, output=output, text_column=text_column, label_column=label_column)
 
 
 def distill(teacher: str | Path | None, student: str, data: str | Path | None = None, device: str = "x86-avx512",

@@ -35,6 +35,7 @@ class LoadedModel:
     trusted: bool = False       # --trust-checkpoint was given: files derived from it may carry what it carried
     onnx_output: str | None = None  # the ONNX output holding the logits (the run's baseline keeps only it)
     probabilities: bool = False     # the model ends in softmax: runs use log(p) as logits (toolkit.intake.model_check)
+    hf_folder: Path | None = None   # a Hugging Face folder: its tokenizer preprocesses text (toolkit.intake.hf)
 
     @property
     def is_builtin(self) -> bool:
@@ -165,9 +166,14 @@ def load(source: str | Path | None, factory: str | None = None, trust_checkpoint
     if not path.exists():
         raise CheckpointError(f"{path}: checkpoint not found; check the path")
     if path.is_dir():
-        what = "a Hugging Face model folder" if (path / "config.json").is_file() else "a folder"
-        raise CheckpointError(f"{path}: is {what}; optkit does not read model folders yet: pass one checkpoint file "
-                              "(.pt2 torch.export archive, .safetensors or .pt state dict with --model-factory, or .onnx)")
+        from toolkit.intake import hf
+
+        if not hf.is_hf_folder(path):
+            raise CheckpointError(f"{path}: is a folder without config.json; pass a Hugging Face model folder "
+                                  "(save_pretrained) or one checkpoint file (.pt2, .safetensors/.pt with --model-factory, .onnx)")
+        got = hf.load_folder(path, trust=trust_checkpoint)
+        return LoadedModel(source=str(path), kind="torch", sha256=got["sha256"], module=got["module"], notes=got["notes"],
+                           trusted=got["trusted"], hf_folder=path)
     suffix = path.suffix.lower()
     sha = file_sha256(path)
     if suffix == ".onnx":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -51,6 +52,7 @@ class Dataset:
     sha256: str
     preprocessing: str = "inputs are fed as stored in the .npz (no further preprocessing)"
     notes: tuple[str, ...] = ()  # contract findings that are not errors (e.g. a class absent from validation)
+    text: Any = None  # raw-text data: toolkit.intake.text.TextSpec (tokenizer, max length, raw texts per split)
 
     @property
     def n_classes(self) -> int:
@@ -198,7 +200,7 @@ def _class_names(path: Path, arrays: dict[str, np.ndarray], y: np.ndarray) -> li
     return labels
 
 
-def _check_split_tags(path: Path, tags: np.ndarray) -> dict[str, np.ndarray]:
+def check_split_tags(path: Path, tags: np.ndarray) -> dict[str, np.ndarray]:
     unknown = sorted(set(tags.tolist()) - set(SPLIT_TAGS))
     if unknown:
         n_bad = int(np.isin(tags, unknown).sum())
@@ -210,7 +212,7 @@ def _check_split_tags(path: Path, tags: np.ndarray) -> dict[str, np.ndarray]:
     return pick
 
 
-def _check_class_coverage(path: Path, labels: list[str], y_val: np.ndarray, y_test: np.ndarray) -> list[str]:
+def check_class_coverage(path: Path, labels: list[str], y_val: np.ndarray, y_test: np.ndarray) -> list[str]:
     """A class with no test rows is an error: macro-F1 would average in an F1 of 0 that no model can raise.
 
     A class with no validation rows is a note: its threshold falls back to 0.5 and the temperature is fitted
@@ -254,7 +256,7 @@ def load_npz(path: Path, seed: int = 0) -> Dataset:
 
     whole = Split(inputs, y, slices)
     if "split" in arrays:
-        pick = _check_split_tags(path, _check_tags(path, "split", arrays["split"]))
+        pick = check_split_tags(path, _check_tags(path, "split", arrays["split"]))
         train = whole.take(pick["train"]) if len(pick["train"]) else None
         val, test = whole.take(pick["val"]), whole.take(pick["test"])
     else:
@@ -267,6 +269,6 @@ def load_npz(path: Path, seed: int = 0) -> Dataset:
                             "(one for validation, one for test), or mark the rows with a 'split' array")
         v, t = stratified(y, [0.5, 0.5], seed)
         train, val, test = None, whole.take(v), whole.take(t)
-    notes = _check_class_coverage(path, labels, val.y, test.y)
+    notes = check_class_coverage(path, labels, val.y, test.y)
     return Dataset(name=path.name, labels=labels, val=val, test=test, train=train, sha256=file_sha256(path),
                    notes=tuple(notes))

@@ -29,10 +29,15 @@ from toolkit.pipeline.targets import add_target_estimates, target_builds
 
 # --------------------------------------------------------------------------- compress
 
-def _load_data(data: str | Path | None, checkpoint, seed: int) -> Dataset:
+def _load_data(data: str | Path | None, checkpoint, seed: int, trust: bool = False, text_column: str = "text",
+               label_column: str = "label") -> Dataset:
     """The data, checked completely; called before the checkpoint is loaded so a data mistake fails first."""
     from toolkit.core.errors import DataError
+    from toolkit.intake import text
 
+    if data is not None and text.is_text_file(data):  # raw text: the HF folder's tokenizer (not its weights) is read
+        return text.load_for_checkpoint(Path(data), checkpoint, trust=trust, text_column=text_column,
+                                        label_column=label_column, seed=seed)
     if data is not None:
         return load_npz(Path(data), seed=seed)
     if checkpoint is None or str(checkpoint).startswith("builtin:"):
@@ -46,10 +51,13 @@ def compress(checkpoint: str | Path | None = None, *, device: str = "jetson-orin
              data: str | Path | None = None, out: str | Path | None = None, model_factory: str | None = None,
              trust_checkpoint: bool = False, seed: int | None = None, overwrite: bool = False,
              threshold_metric: str = "f1", progress: Progress | None = None, resume: bool = False,
-             output: str | None = None) -> RunResult:
+             no_cache: bool = False, reference_only=None,
+             output: str | None = None, text_column: str = "text", label_column: str = "label") -> RunResult:
     from toolkit.intake import checkpoints as intake
     from toolkit.output.staging import check_target, staged
 
+    # no_cache: every pass is built afresh (the shared pass cache is neither read nor written).
+    # reference_only: fn(report row) -> reason or "": candidates evaluated for comparison, never selected.
     progress = progress or Progress()
     t_start = time.time()
     timings: dict[str, float] = {}
@@ -75,7 +83,7 @@ def compress(checkpoint: str | Path | None = None, *, device: str = "jetson-orin
         from toolkit.core.errors import CheckpointError  # existence only: cheap, and said before the data's problems
 
         raise CheckpointError(f"{checkpoint}: checkpoint not found; check the path")
-    dataset = _load_data(data, checkpoint, seed)  # before the checkpoint is opened: a missing or bad --data fails first
+    dataset = _load_data(data, checkpoint, seed, trust_checkpoint, text_column, label_column)  # before the checkpoint is opened: a missing or bad --data fails first
     loaded = intake.load(checkpoint, factory=model_factory, trust_checkpoint=trust_checkpoint)
     known_notes = len(loaded.notes)
     loaded, dataset, io = _check_model_fits(loaded, dataset, output)
@@ -95,7 +103,8 @@ def compress(checkpoint: str | Path | None = None, *, device: str = "jetson-orin
 
         ctx = PassContext(workdir=cand_dir, data=dataset, io=io, device=prof, seed=seed,
                           calibration_size=min(rec.calibration_size, len(dataset.val)), torch_module=loaded.module,
-                          threads=effective_threads(prof), log=progress.log, tolerance=rec.search.tolerance)
+                          threads=effective_threads(prof), log=progress.log, tolerance=rec.search.tolerance,
+                          source=loaded.source)
         # 2. baseline + passes
         t0 = time.time()
         candidates: dict[str, Candidate] = {}
@@ -104,7 +113,7 @@ def compress(checkpoint: str | Path | None = None, *, device: str = "jetson-orin
         fault_point("baseline")
         ctx.candidates = candidates
         data_key = [dataset.sha256, seed, ctx.calibration_size, rec.search.tolerance]
-        run_passes(the_plan, ctx, rec, candidates, data_key, progress, resume)
+        run_passes(the_plan, ctx, rec, candidates, data_key, progress, resume, use_cache=not no_cache)
         timings["passes_s"] = round(time.time() - t0, 2)
 
         # 3. evaluate every distinct candidate
@@ -116,19 +125,25 @@ def compress(checkpoint: str | Path | None = None, *, device: str = "jetson-orin
         timings["evaluate_s"] = round(time.time() - t0, 2)
 
         # 4. select
-        from toolkit.pipeline.select import Scored, checks_for, select
+        from toolkit.pipeline.select import Scored, checks_for, select, speed_key_for
 
         gates = _merged_gates(prof, rec)
         base_metrics = next(r["metrics"] for r in report_rows if r["id"] == baseline.id)
         scored = []
         for r in report_rows:
-            checks = checks_for(r["metrics"], base_metrics, prof.budgets, gates, r["id"] == baseline.id)
+            checks = checks_for(r["metrics"], base_metrics, prof.budgets, gates, r["id"] == baseline.id,
+                                measured_kind=r["measured_on"]["kind"],
+                                budgets_on_estimate=prof.selection.budgets_on_estimate, device=prof.name,
+                                contention=r["measured_on"].get("contention_reason", ""))
             if not deployable(r["backend"], prof):
-                checks.append({"name": "deployable", "ok": False, "value": r["backend"], "limit": prof.backends,
-                               "reason": f"{prof.name} does not run {r['backend']} artifacts (reference only)"})
+                checks.append({"name": "deployable", "ok": False, "status": "fail", "value": r["backend"],
+                               "limit": prof.backends, "reason": f"{prof.name} does not run {r['backend']} artifacts (reference only)"})
+            if reference_only is not None and (why_ref := reference_only(r)):
+                checks.append({"name": "reference", "ok": False, "status": "fail", "value": r["id"], "limit": None,
+                               "reason": why_ref})
             scored.append(Scored(r["id"], r["precision"], r["metrics"], checks))
-        speed_key = "latency_p95_ms" if prof.host_is_device() else "target_estimate_ms"
-        selected, why, rule = select(scored, prof.selection.latency_tie_fraction, speed_key)
+        speed = speed_key_for(prof.host_is_device())
+        selected, why, rule = select(scored, prof.selection.latency_tie_fraction, speed.field)
         by_id = {s.id: s for s in scored}
         for r in report_rows:
             s = by_id[r["id"]]
@@ -138,6 +153,8 @@ def compress(checkpoint: str | Path | None = None, *, device: str = "jetson-orin
         # 5. report + bundle (from the same result object)
         report = _report_object(run_id, loaded, dataset, prof, rec, the_plan, report_rows, selected, rule, io,
                                 baseline.id, seed, timings, threshold_metric)
+        report["selection"].update({"speed_key": speed.field, "speed_kind": speed.kind, "speed_label": speed.label,
+                                    "objectives": ["size_mb (min)", f"{speed.field} (min)", "macro_f1 (max)"]})
         from toolkit.output import bundle as bundle_mod
         from toolkit.output import report as report_mod
 
@@ -164,8 +181,8 @@ def compress(checkpoint: str | Path | None = None, *, device: str = "jetson-orin
         fault_point("promote")
     result = RunResult(out_path, typed)
     if selected is None:
-        raise GateFailed(f"{out_path}: no candidate met {prof.name}'s budgets and gates; see {out_path}/report/report.md "
-                         "for each candidate's failures, or relax the budgets in the device profile")
+        raise GateFailed(f"{out_path}: no candidate met {prof.name}'s budgets and gates, so nothing was bundled; see "
+                         f"{out_path}/report/report.md for each candidate's failures, or relax the budgets in the device profile")
     return result
 
 
@@ -207,7 +224,7 @@ def _check_model_fits(loaded, dataset: Dataset, output: str | None = None):
 
     if loaded.kind == "onnx":
         dataset = model_check.fit_onnx_inputs(loaded.onnx_path, dataset)
-    io = modelio.from_data(_in_forward_order(loaded, dataset), dataset.n_classes)
+    io = modelio.from_data(_in_forward_order(loaded, dataset), dataset.n_classes, module=loaded.module)  # a .pt2 keeps its dim ranges
     loaded, _ = model_check.fit_outputs(loaded, dataset, io, output)
     return loaded, dataset, io
 
