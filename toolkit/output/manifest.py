@@ -103,6 +103,7 @@ class IOEntry(_Strict):
     inputs: list[TensorEntry] = Field(min_length=1)
     outputs: list[TensorEntry] = Field(min_length=1)
     dynamic_axes: dict[str, dict[str, str]] = {}
+    dim_ranges: dict[str, dict[str, int | str | None]] = {}  # dim -> {min, max (None: unbounded), from}
 
 
 class Confidence(_Strict):

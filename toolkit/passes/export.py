@@ -18,17 +18,70 @@ def example_inputs(ctx: PassContext, n: int = 2) -> tuple:
     return tuple(torch.from_numpy(np.ascontiguousarray(ctx.data.val.inputs[name][:n])) for name in ctx.io.input_names)
 
 
-def export_program(module, ctx: PassContext):
-    """torch.export with the I/O contract's dynamic axes (batch, and sequence for token inputs)."""
+def is_exported(module) -> bool:
+    """A module that came out of torch.export (ExportedProgram.module()): its graph is fixed, its dims ranged."""
+    return hasattr(module, "range_constraints") and hasattr(module, "graph")
+
+
+def dynamic_shapes(ctx: PassContext) -> tuple:
+    """torch.export dynamic_shapes from the I/O contract: the checkpoint's own ranges, or the data's (core/modelio)."""
     import torch
 
-    dims = {"batch": torch.export.Dim("batch", min=1, max=4096), "sequence": torch.export.Dim("sequence", min=1, max=8192)}
-    dynamic = tuple({i: dims[d] for i, d in enumerate(spec.shape) if isinstance(d, str)} for spec in ctx.io.inputs)
+    dims = {}
+    for name in {d for t in ctx.io.inputs for d in t.shape if isinstance(d, str)}:
+        lo, hi = ctx.io.dim_range(name)
+        dims[name] = torch.export.Dim(name, min=lo, max=hi) if hi is not None else torch.export.Dim(name, min=lo)
+    return tuple({i: dims[d] for i, d in enumerate(spec.shape) if isinstance(d, str)} for spec in ctx.io.inputs)
+
+
+def torch_export_message(exc: Exception) -> str:
+    """torch's own reason, its suggested fixes and the user's line, on one line (torch prints pages)."""
+    lines = str(exc).splitlines()
+    reason = next((ln.strip() for ln in lines if ln.strip() and not ln[:1].isspace() and not ln.startswith("def ")),
+                  type(exc).__name__)
+    parts = [f"{type(exc).__name__}: {reason[:300]}"]
+    if "Suggested fixes:" in lines:
+        fixes = [ln.strip() for ln in lines[lines.index("Suggested fixes:") + 1:] if ln[:1].isspace() and ln.strip()]
+        fixes = fixes[: next((i for i, f in enumerate(fixes) if not f), len(fixes))]
+        if fixes:
+            parts.append("torch suggests: " + "; ".join(fixes[:4]))
+    marker = next((i for i, ln in enumerate(lines) if "following call raised this error" in ln), None)
+    if marker is not None and marker + 1 < len(lines) and lines[marker + 1].strip():
+        parts.append("at " + lines[marker + 1].strip())
+    return "; ".join(parts)
+
+
+def export_program(module, ctx: PassContext, *, strict: bool = False, what: str = "the model"):
+    """The one torch.export of optkit: the I/O contract's dynamic dims with their recorded ranges.
+
+    A .pt2's own ranges are kept (re-exporting with others fails: `Constraints violated`); a factory
+    model gets the data's. When torch cannot export, its own message and suggested fix are said.
+    """
+    import torch
+
     try:
-        return torch.export.export(module, example_inputs(ctx), dynamic_shapes=dynamic, strict=False)
+        return torch.export.export(module, example_inputs(ctx), dynamic_shapes=dynamic_shapes(ctx), strict=strict)
     except Exception as exc:
-        raise UnsupportedError(f"torch.export failed for this model with a dynamic batch ({str(exc).splitlines()[0][:200]}); "
-                               "make the model export-friendly (no data-dependent control flow)") from exc
+        ranges = ", ".join(f"{d} in [{lo}, {hi if hi is not None else 'inf'}]" for d, (lo, hi) in ctx.io.dim_ranges.items())
+        raise UnsupportedError(f"{ctx.source or 'checkpoint'}: torch.export of {what} failed with dynamic {ranges} "
+                               f"(ranges from the {ctx.io.ranges_from}): {torch_export_message(exc)}") from exc
+
+
+def to_onnx(program, ctx: PassContext, path: Path):
+    """The one torch -> ONNX export (dynamo exporter): contract names, dynamic dims renamed batch/sequence."""
+    import contextlib
+    import io
+
+    import onnx
+    import torch
+
+    with contextlib.redirect_stdout(io.StringIO()):  # the exporter prints progress lines; keep the CLI's output clean
+        torch.onnx.export(program, example_inputs(ctx), str(path), input_names=ctx.io.input_names,
+                          output_names=[t.name for t in ctx.io.outputs], dynamo=True, external_data=False)
+    model = onnx.load(str(path))
+    _rename_dynamic_dims(model, ctx)
+    onnx.save(model, str(path))
+    return model
 
 
 def save_baseline(ctx: PassContext, module, cid: str = "torch-fp32") -> Candidate:
@@ -75,24 +128,12 @@ def check_parity(ctx: PassContext, onnx_path: Path, module) -> dict:
 @register_pass("export_onnx", accepts=("torch",), backend="onnxruntime", precision="fp32")
 def export_onnx(ctx: PassContext, parent: Candidate, opts, cid: str) -> Candidate:
     """ONNX export with torch.onnx (dynamo exporter), dynamic batch axis, parity vs torch checked."""
-    import contextlib
-    import io
-
-    import onnx
-    import torch
-
     from toolkit.backends.torch import load_pt2
 
     # Two loads, as before: the parity module and the program the exporter consumes stay independent.
     module = load_pt2(parent.path, trust=parent.trust_checkpoint).module()
     path = ctx.folder(cid) / "model.onnx"
-    program = load_pt2(parent.path, trust=parent.trust_checkpoint)
-    with contextlib.redirect_stdout(io.StringIO()):  # the exporter prints progress lines; keep the CLI's output clean
-        torch.onnx.export(program, example_inputs(ctx), str(path), input_names=ctx.io.input_names,
-                          output_names=[t.name for t in ctx.io.outputs], dynamo=True, external_data=False)
-    model = onnx.load(str(path))
-    _rename_dynamic_dims(model, ctx)
-    onnx.save(model, str(path))
+    model = to_onnx(load_pt2(parent.path, trust=parent.trust_checkpoint), ctx, path)
     parity = check_parity(ctx, path, module)
     if not parity["ok"]:
         raise UnsupportedError(f"{path}: ONNX export does not match torch (max |diff| {parity['max_abs_diff']:.2e} > "

@@ -26,8 +26,6 @@ the fp32 input; otherwise the step is skipped with that reason.
 """
 from __future__ import annotations
 
-import contextlib
-import io as _io
 from typing import Literal
 
 import numpy as np
@@ -79,13 +77,13 @@ def _gate(ctx: PassContext, parent: Candidate, opts: QatOptions) -> dict:
 
 
 @register_pass("qat", accepts=("torch",), backend="onnxruntime", precision="int8", options=QatOptions,
-               needs_training_data=True)
+               needs_training_data=True, reads_device=("budgets.max_macro_f1_drop",),  # the gate's default tolerance
+               reads_candidates=lambda o: [o.ptq_candidate] if o.ptq_candidate else [])  # the gate reads the PTQ result
 def qat(ctx: PassContext, parent: Candidate, opts: QatOptions, cid: str) -> Candidate:
     """Quantization-aware training (torchao PT2E, x86 int8), PTQ-initialised, exported as int8 QDQ ONNX."""
-    import onnx
     import torch
 
-    from toolkit.passes.export import _rename_dynamic_dims, example_inputs, export_program
+    from toolkit.passes.export import export_program, to_onnx
 
     decision = _gate(ctx, parent, opts)
     try:
@@ -151,18 +149,13 @@ def qat(ctx: PassContext, parent: Candidate, opts: QatOptions, cid: str) -> Cand
         timings["convert_s"] = round(time.time() - t0, 2)
         t0 = time.time()
     path = ctx.folder(cid) / "model.onnx"
-    example = example_inputs(ctx)
     try:
-        program = export_program(converted, ctx)
-        with contextlib.redirect_stdout(_io.StringIO()):
-            torch.onnx.export(program, example, str(path), input_names=names,
-                              output_names=[t.name for t in ctx.io.outputs], dynamo=True, external_data=False)
+        model = to_onnx(export_program(converted, ctx, what="the QAT int8 graph"), ctx, path)
+    except UnsupportedError:
+        raise
     except Exception as exc:
         raise UnsupportedError(f"QAT: exporting the converted PT2E int8 graph to ONNX failed "
                                f"({' '.join(str(exc).split())[:200]}); this torch/torchao pair cannot make the QDQ ONNX") from exc
-    model = onnx.load(str(path))
-    _rename_dynamic_dims(model, ctx)
-    onnx.save(model, str(path))
     timings["onnx_export_s"] = round(time.time() - t0, 2)
     parity = _parity(ctx, path, converted)
     ops = sorted({node.op_type for node in model.graph.node})

@@ -21,8 +21,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from toolkit.core.candidate import Candidate
 from toolkit.core.errors import UnsupportedError
 from toolkit.passes.base import PassContext, register_pass
-from toolkit.passes.quantize_pt2e import (calibrate, derive_quantized, dynamic_shapes, require, save_quantized, torch_module,
-                            torch_val_f1)
+from toolkit.passes.export import dynamic_shapes, example_inputs, export_program, is_exported
+from toolkit.passes.quantize_pt2e import (calibrate, derive_quantized, quantized_nodes, require, save_quantized, torch_module,
+                                          torch_val_f1)
 
 # the trial order: the fastest config (U8 asymmetric minmax, VNNI-friendly) first
 TUNING_SPACE = [("minmax", False), ("kl", False), ("minmax", True), ("kl", True)]
@@ -68,16 +69,24 @@ class _Eager:
 
 def _source_module(ctx: PassContext, parent: Candidate):
     """The original nn.Module when the parent is the baseline (best for INC's strict export), else the archive's."""
-    if parent.lineage == ("baseline",) and ctx.torch_module is not None:
+    if parent.lineage == ("baseline",) and ctx.torch_module is not None and not is_exported(ctx.torch_module):
         return ctx.torch_module.eval()
-    return _Eager(torch_module(parent))
+    return _Eager(ctx.torch_module if parent.lineage == ("baseline",) and ctx.torch_module is not None
+                  else torch_module(parent))
 
 
 def _exported(module, ctx: PassContext):
+    """The graph INC's prepare/convert take. INC's own export is strict first, which on an unlifted .pt2 program
+    gives a graph the X86 quantizer annotates nothing in (and calls .eval(), which such programs refuse):
+    an exported program is re-exported here, non-strict, with the contract's ranges, and marked as INC marks it."""
     from neural_compressor.torch.export import export
 
-    from toolkit.passes.export import example_inputs
-
+    inner = getattr(module, "inner", None)
+    if inner is not None and is_exported(inner):
+        graph = export_program(inner, ctx, what="the model for INC").module()
+        graph._exported = True          # what INC's export sets: prepare() checks it
+        graph.dynamic_shapes = dynamic_shapes(ctx)
+        return graph
     try:
         dyn = dynamic_shapes(ctx)
         if getattr(module, "_optkit_varargs", False):  # forward(*args): one entry covering the args tuple
@@ -95,8 +104,6 @@ def inc_ptq(ctx: PassContext, parent: Candidate, opts: IncOptions, cid: str) -> 
     _quiet_inc()
     import neural_compressor
     from neural_compressor.torch.quantization import StaticQuantConfig, TuningConfig, autotune, convert, prepare
-
-    from toolkit.passes.export import example_inputs
 
     module = _source_module(ctx, parent)
     base_f1 = torch_val_f1(module, ctx)

@@ -28,22 +28,18 @@ class OrtDynamicOptions(BaseModel):
 
 def preprocess(src, dst) -> None:
     """ORT's recommended pre-processing (shape inference + graph cleanup) before quantizing."""
-    from pathlib import Path
-
+    import onnx
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from toolkit.intake.model_check import onnx_external_files
-
     source = str(src)
-    if onnx_external_files(Path(src)):
-        import onnx
-
+    graph = onnx.load(source, load_external_data=False)
+    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in graph.graph.initializer):
         # in memory with its weights: ORT's temporary copies of a path would lose the external data file
         source = onnx.load(str(src))
     quant_pre_process(source, str(dst), skip_symbolic_shape=True)
 
 
-class _Reader:
+class CalibrationReader:
     """CalibrationDataReader over optkit's calibration batches."""
 
     def __init__(self, batches: list[dict]):
@@ -66,7 +62,7 @@ def quantize_static_qdq(ctx: PassContext, src, dst, opts: OrtStaticOptions) -> N
     with contextlib.redirect_stdout(sys.stderr):  # ORT's histogram calibrators print progress lines
         quantize_static(
             # batch 1: ORT's histogram calibrators (entropy, percentile) need equally shaped batches
-            str(pre), str(dst), _Reader(ctx.calibration_batches(batch_size=1)),
+            str(pre), str(dst), CalibrationReader(ctx.calibration_batches(batch_size=1)),
             quant_format=QuantFormat.QDQ, per_channel=opts.per_channel,
             activation_type=QuantType.QUInt8 if opts.activations == "uint8" else QuantType.QInt8,
             weight_type=QuantType.QInt8, calibrate_method=method, nodes_to_exclude=list(opts.nodes_to_exclude),

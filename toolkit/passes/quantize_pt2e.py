@@ -18,8 +18,6 @@ ARM targets. torchao ships an XNNPACKQuantizer only under `torchao.testing`, so 
 """
 from __future__ import annotations
 
-import contextlib
-import io
 from pathlib import Path
 from typing import Literal
 
@@ -29,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from toolkit.core.candidate import Candidate
 from toolkit.core.errors import BackendUnavailable, UnsupportedError
 from toolkit.passes.base import PassContext, register_pass
+from toolkit.passes.export import export_program
 
 
 class Pt2eOptions(BaseModel):
@@ -52,13 +51,6 @@ def torch_module(parent: Candidate):
     from toolkit.backends.torch import load_pt2
 
     return load_pt2(Path(parent.path), trust=parent.trust_checkpoint).module()
-
-
-def dynamic_shapes(ctx: PassContext) -> tuple:
-    import torch
-
-    dims = {"batch": torch.export.Dim("batch", min=1, max=4096), "sequence": torch.export.Dim("sequence", min=1, max=8192)}
-    return tuple({i: dims[d] for i, d in enumerate(spec.shape) if isinstance(d, str)} for spec in ctx.io.inputs)
 
 
 def tensors(ctx: PassContext, batch: dict) -> tuple:
@@ -94,26 +86,30 @@ def save_quantized(module, ctx: PassContext, folder: Path, output: str) -> Path:
     """Re-export the converted (Q/DQ) module with the contract's dynamic axes; write .onnx (QDQ) or .pt2."""
     import torch
 
-    from toolkit.passes.export import _rename_dynamic_dims, example_inputs
+    from toolkit.passes.export import export_program, to_onnx
 
-    try:
-        program = torch.export.export(module, example_inputs(ctx), dynamic_shapes=dynamic_shapes(ctx), strict=False)
-    except Exception as exc:
-        raise UnsupportedError(f"re-exporting the quantized model failed ({str(exc).splitlines()[0][:200]})") from exc
+    program = export_program(module, ctx, what="the quantized model")
     if output == "torch":
         path = folder / "model.pt2"
         torch.export.save(program, str(path))
         return path
-    import onnx
-
     path = folder / "model.onnx"
-    with contextlib.redirect_stdout(io.StringIO()):
-        torch.onnx.export(program, example_inputs(ctx), str(path), input_names=ctx.io.input_names,
-                          output_names=[t.name for t in ctx.io.outputs], dynamo=True, external_data=False)
-    model = onnx.load(str(path))
-    _rename_dynamic_dims(model, ctx)
-    onnx.save(model, str(path))
+    to_onnx(program, ctx, path)
     return path
+
+
+def quantized_nodes(graph_module) -> int:
+    """quantize/dequantize nodes in a converted PT2E graph: zero means the quantizer matched nothing."""
+    return sum(1 for n in graph_module.graph.nodes if n.op == "call_function" and "quantize" in str(n.target))
+
+
+def export_modes(module) -> tuple[bool, ...]:
+    """strict first for a real nn.Module (non-strict export leaves batch norm in a form the inductor quantizers
+    do not match: "Input partition has more than one output node" on a ResNet); an unlifted .pt2 program is
+    exported non-strict only: strict re-tracing of it gives a graph the quantizers annotate nothing in."""
+    from toolkit.passes.export import is_exported
+
+    return (False,) if is_exported(module) else (True, False)
 
 
 def derive_quantized(parent: Candidate, ctx: PassContext, path: Path, engine: str, step: str, info: dict) -> Candidate:
@@ -142,28 +138,32 @@ def pick_quantizer(kind: str, ctx: PassContext):
     return q, "X86InductorQuantizer"
 
 
-@register_pass("pt2e_ptq", accepts=("torch",), backend="onnxruntime", precision="int8", options=Pt2eOptions)
+@register_pass("pt2e_ptq", accepts=("torch",), backend="onnxruntime", precision="int8", options=Pt2eOptions,
+               reads_device=("arch",))  # quantizer: auto picks the ARM or x86 quantizer from the device
 def pt2e_ptq(ctx: PassContext, parent: Candidate, opts: Pt2eOptions, cid: str) -> Candidate:
     """torch.ao PT2E static int8 (torchao X86/ARM inductor quantizer), exported to QDQ ONNX run by ONNX Runtime."""
     require("torchao", "PT2E quantization")
-    import torch
     import torchao  # noqa: F401  (registers the quantized_decomposed ops)
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-
-    from toolkit.passes.export import example_inputs
 
     # the original nn.Module for the baseline (strict export needs a real module)
     module = ctx.torch_module if parent.lineage == ("baseline",) and ctx.torch_module is not None else torch_module(parent)
     quantizer, qname = pick_quantizer(opts.quantizer, ctx)
-    # strict export first: non-strict export leaves batch norm in a form the inductor quantizers do not match
-    # ("Input partition has more than one output node" on a ResNet); INC does the same
-    try:
-        program = torch.export.export(module, example_inputs(ctx), dynamic_shapes=dynamic_shapes(ctx), strict=True)
-    except Exception:
-        program = torch.export.export(module, example_inputs(ctx), dynamic_shapes=dynamic_shapes(ctx), strict=False)
-    prepared = prepare_pt2e(program.module(), quantizer)
-    calibrate(prepared, ctx, opts.calibration_batch)
-    converted = convert_pt2e(prepared)
+    converted, tried = None, []
+    for strict in export_modes(module):
+        try:
+            program = export_program(module, ctx, strict=strict)
+        except UnsupportedError as exc:
+            tried.append(f"strict={strict}: {exc}")
+            continue
+        prepared = prepare_pt2e(program.module(), quantizer)
+        calibrate(prepared, ctx, opts.calibration_batch)
+        converted = convert_pt2e(prepared)
+        if quantized_nodes(converted):
+            break
+        tried.append(f"strict={strict}: {qname} annotated no layer")
+    if converted is None:
+        raise UnsupportedError(tried[-1])
     path = save_quantized(converted, ctx, ctx.folder(cid), opts.output)
     return derive_quantized(parent, ctx, path, "pt2e", f"pt2e_ptq[{qname}]",
                             {"quantizer": qname, "library": f"torchao {torchao.__version__}", "output": opts.output,

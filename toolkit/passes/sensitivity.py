@@ -99,13 +99,13 @@ class LayerQuantizer:
     def _ort(self, dst: Path, excluded: list[str]) -> None:
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-        from toolkit.passes.quantize_ort import _Reader
+        from toolkit.passes.quantize_ort import CalibrationReader
 
         method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                   "percentile": CalibrationMethod.Percentile}[self.calibration]
         # minmax reduces over batches, so calibrate in batches of 32 (fast); histogram calibrators need batch 1
         batch = 32 if self.calibration == "minmax" else 1
-        quantize_static(str(self.src), str(dst), _Reader(self.ctx.calibration_batches(batch_size=batch)),
+        quantize_static(str(self.src), str(dst), CalibrationReader(self.ctx.calibration_batches(batch_size=batch)),
                         quant_format=QuantFormat.QDQ, per_channel=self.per_channel,
                         activation_type=QuantType.QUInt8 if self.activations == "uint8" else QuantType.QInt8,
                         weight_type=QuantType.QInt8, calibrate_method=method, nodes_to_exclude=excluded,

@@ -33,6 +33,10 @@ class Search(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     tolerance: float = Field(default=0.01, ge=0, le=1, description="max absolute macro-F1 drop vs fp32 on validation")
+    # Wall-time budget of the pass stage: steps not started by then are skipped ("over the recipe's time budget")
+    # and the searches inside a pass (mixed precision, remedies) stop early. 6 minutes leaves the evaluation of
+    # every candidate inside 10 minutes for the x86 recipe on a ResNet-18-size CNN on 2 cores (benchmarks/vision.py).
+    max_minutes: float = Field(default=6.0, gt=0, le=24 * 60, description="wall-time budget of the passes, minutes")
 
 
 class Recipe(BaseModel):

@@ -181,6 +181,7 @@ def run_passes(the_plan, ctx: PassContext, rec, candidates: dict[str, Candidate]
     passes = load_all()
     runnable = [p for p in the_plan.steps if p.status == "run"]
     progress.stage("passes", len(runnable))
+    ctx.deadline = time.time() + rec.search.max_minutes * 60  # the recipe's wall-time budget; searches read it too
     for p in the_plan.steps:
         if p.status == "alias":
             candidates[p.step.id] = candidates[p.step.source]
@@ -190,6 +191,10 @@ def run_passes(the_plan, ctx: PassContext, rec, candidates: dict[str, Candidate]
         parent = candidates.get(p.step.source)
         if parent is None:
             p.status, p.reason = "skip", f"its input step '{p.step.source}' failed"
+            progress.advance(p.step.id)
+            continue
+        if time.time() > ctx.deadline:
+            p.status, p.reason = "skip", f"over the recipe's time budget (search.max_minutes: {rec.search.max_minutes})"
             progress.advance(p.step.id)
             continue
         t_step = time.time()
