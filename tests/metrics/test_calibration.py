@@ -231,8 +231,9 @@ def test_calibration_summary_keys_types_and_direction():
         "brier", "brier_recalibrated", "classwise_ece", "val_nll", "val_nll_recalibrated",
     }
     assert required <= set(s)
-    assert all(type(v) is float for v in s.values())
+    assert all(type(v) is float for k, v in s.items() if k != "temperature_fit")
     json.dumps(s)
+    assert s["temperature_fit"]["applied"] and s["temperature"] == s["temperature_fit"]["fitted_temperature"]
     assert s["temperature"] > 1
     assert s["val_nll_recalibrated"] < s["val_nll"]
     assert s["ece_recalibrated"] < s["ece"]

@@ -267,3 +267,40 @@ def threshold_curves(scores: np.ndarray, y_binary: np.ndarray) -> dict:
         },
         "roc": {"fpr": as_list(fpr), "tpr": as_list(tpr), "auc": float(auc(fpr, tpr))},
     }
+
+
+# ----------------------------------------------------------------------------- the decision rule
+DECISION_RULE = ("binary: class 1 when p(class 1) >= thresholds[0], else class 0; multi-class: argmax of the "
+                 "probabilities (each class k is also flagged, one-vs-rest, when p_k >= thresholds[k])")
+
+
+def _check_decision_inputs(probs: np.ndarray, thresholds) -> tuple[np.ndarray, np.ndarray]:
+    p = np.asarray(probs, dtype=np.float64)
+    t = np.asarray(thresholds, dtype=np.float64).reshape(-1)
+    if p.ndim != 2 or p.shape[1] < 2:
+        raise ValueError(f"probs must be a 2-D array (n_samples, n_classes >= 2), got shape {p.shape}")
+    expected = 1 if p.shape[1] == 2 else p.shape[1]
+    if t.size != expected:
+        raise ValueError(f"got {t.size} thresholds for {p.shape[1]} classes; expected {expected} "
+                         "(one for binary tasks, else one per class)")
+    return p, t
+
+
+def decide(probs: np.ndarray, thresholds) -> np.ndarray:
+    """The one decision rule (DECISION_RULE) that evaluate, the bundle's fixtures, verify and predict all apply.
+
+    Binary tasks use the validation-tuned threshold on p(class 1): that is what tuning it is for. Multi-class
+    tasks decide by argmax (per-class one-vs-rest thresholds are flags, see flags(), not a single class).
+    """
+    p, t = _check_decision_inputs(probs, thresholds)
+    if p.shape[1] == 2:
+        return (p[:, 1] >= t[0]).astype(np.int64)
+    return p.argmax(1).astype(np.int64)
+
+
+def flags(probs: np.ndarray, thresholds) -> np.ndarray:
+    """One-vs-rest flags: (n,) for binary (p(class 1) >= threshold, equal to decide()), else (n, K)."""
+    p, t = _check_decision_inputs(probs, thresholds)
+    if p.shape[1] == 2:
+        return p[:, 1] >= t[0]
+    return p >= t[None, :]

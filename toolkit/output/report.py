@@ -30,12 +30,15 @@ def _env():
     return env
 
 
-def plot_tradeoff(rows: list[dict], selected: str | None, path: Path) -> None:
-    """Size vs host p95 latency, colour = macro-F1; the Pareto front ringed, the selection starred."""
+def plot_tradeoff(rows: list[dict], selected: str | None, path: Path, speed_key: str = "latency_p95_ms",
+                  speed_label: str = "p95 latency, ms (measured on this host, batch 1)") -> None:
+    """Size vs the run's speed key (the one selection used), colour = macro-F1; front ringed, selection starred."""
     plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(8, 5.2))
-    xs = [r["metrics"]["latency_p95_ms"] for r in rows]
+    missing = [r["id"] for r in rows if r["metrics"].get(speed_key) is None]  # e.g. no estimate for a torch file
+    rows = [r for r in rows if r["metrics"].get(speed_key) is not None]
+    xs = [r["metrics"][speed_key] for r in rows]
     ys = [r["metrics"]["size_mb"] for r in rows]
     f1 = [r["metrics"]["macro_f1"] for r in rows]
     sc = ax.scatter(xs, ys, c=f1, cmap="viridis", s=70, zorder=3)
@@ -46,7 +49,7 @@ def plot_tradeoff(rows: list[dict], selected: str | None, path: Path) -> None:
         if r["id"] == selected:
             ax.scatter([x], [y], marker="*", s=380, c="gold", edgecolors="black", zorder=4)
         ax.annotate(r["id"], (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
-    ax.set_xlabel("p95 latency, ms (measured on this host, batch 1)")
+    ax.set_xlabel(speed_label + (f" — not shown, no value: {', '.join(missing)}" if missing else ""), fontsize=8 if missing else None)
     ax.set_ylabel("size on disk, MB")
     ax.set_yscale("log")
     ax.set_xscale("log")  # torch eager and int8 ORT differ by 10-100x: a linear axis hides the front
@@ -88,7 +91,9 @@ def write_plots(folder: Path, report: dict, dataset, outputs: dict) -> dict[str,
     base = report["baseline"]
     by_id = {r["id"]: r for r in rows}
     plots: dict[str, str] = {}
-    plot_tradeoff(rows, sel, folder / "tradeoff.png")
+    speed = report.get("selection") or {}
+    plot_tradeoff(rows, sel, folder / "tradeoff.png", speed.get("speed_key", "latency_p95_ms"),
+                  f"{speed.get('speed_label', 'p95 latency')}, ms ({speed.get('speed_kind', 'target')}, batch 1)")
     plots["tradeoff"] = "tradeoff.png"
     plot_f1_deltas(rows, report["device"]["budgets"]["max_macro_f1_drop"], folder / "f1_delta_ci.png")
     if (folder / "f1_delta_ci.png").exists():

@@ -31,6 +31,17 @@ def run_split(session, split: Split, batch: int = EVAL_BATCH) -> np.ndarray:
     return np.concatenate([session.infer(b) for b in split.batches(batch)]).astype(np.float32)
 
 
+def decisions(out: Outputs, y_val, threshold_metric: str) -> np.ndarray:
+    """Test-split decisions by the one rule (metrics.thresholds.decide) at the candidate's own temperature and
+    validation-tuned thresholds: what the bundle's fixtures, verify and predict reproduce (binary: the tuned threshold)."""
+    from toolkit.metrics import calibration as cal
+    from toolkit.metrics import thresholds as thr
+
+    t = cal.fit_temperature_cv(out.val, y_val)["temperature"]
+    values = thr.per_class_thresholds(cal.softmax(out.val, t), y_val, threshold_metric)
+    return thr.decide(cal.softmax(out.test, t), values)
+
+
 def effective_threads(device) -> int:
     """The profile's threads, capped at this host's cores (a stand-in cannot use cores it does not have)."""
     return max(1, min(device.bench.threads, usable_cores()))
@@ -54,7 +65,7 @@ def evaluate(candidate: Candidate, data: Dataset, device, baseline: Outputs | No
         described = session.describe()
 
     y_test, n = data.test.y, data.n_classes
-    pred = outputs.test.argmax(1)
+    pred = decisions(outputs, data.val.y, threshold_metric)  # the one decision rule, as the bundle applies it
     metrics: dict = {}
     quality = cls.classification_metrics(y_test, pred, n, data.labels)
     metrics.update({"macro_f1": quality["macro_f1"], "accuracy": quality["accuracy"]})
@@ -77,7 +88,7 @@ def evaluate(candidate: Candidate, data: Dataset, device, baseline: Outputs | No
 
     if baseline is not None:
         metrics.update(cls.output_parity(outputs.test, baseline.test))
-        base_pred = baseline.test.argmax(1)
+        base_pred = decisions(baseline, data.val.y, threshold_metric)
         metrics["macro_f1_delta"] = cls.paired_f1_delta_ci(y_test, pred, base_pred, n, seed=seed)
 
     metrics.update({k: latency[k] for k in ("latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "latency_mean_ms")})

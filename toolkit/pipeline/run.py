@@ -3,6 +3,7 @@ evaluation of every candidate (resumable from verified evaluation records)."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import shutil
@@ -29,6 +30,41 @@ class Progress:
 
 def _artifact_hash(c: Candidate) -> str:
     return artifact_sha256(c.files())
+
+
+@functools.cache
+def source_sha256() -> str:
+    """optkit's own code: every file of the toolkit package (an editable install's version is always the same)."""
+    import hashlib
+
+    root = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*.py")):
+        h.update(p.relative_to(root).as_posix().encode() + b"\0" + p.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def _device_field(device, dotted: str):
+    value = device
+    for part in dotted.split("."):
+        value = getattr(value, part)
+    return value.model_dump() if hasattr(value, "model_dump") else value
+
+
+def step_key(spec, ctx: PassContext, parent: Candidate, opts, cache_parts: list) -> str:
+    """Everything a pass reads: its input artifact, name, options, data parts, library versions, optkit's source,
+    and what it declares (passes/base.py PassReads): device fields and other candidates' artifacts."""
+    from toolkit.core.host import library_versions
+    from toolkit.passes.base import READS
+
+    reads = READS.get(spec.name)
+    device = {f: _device_field(ctx.device, f) for f in (reads.device if reads else ())}
+    upstream = {}
+    for cid in (reads.candidates(opts) if reads and reads.candidates else []):
+        other = ctx.candidates.get(cid)
+        upstream[cid] = _artifact_hash(other) if other is not None else None  # absent is an input too
+    return cache.key(_artifact_hash(parent), spec.name, opts.model_dump(), library_versions(), source_sha256(),
+                     device, upstream, *cache_parts)
 
 
 STEP_RECORD = ".optkit-step.json"   # written next to a finished pass's files: what --resume trusts
@@ -71,15 +107,13 @@ def _read_entry(folder: Path, key: str, into: Path) -> Candidate:
 
 
 def run_cached(spec, ctx: PassContext, parent: Candidate, opts, cid: str, cache_parts: list, log,
-               resume: bool = False) -> tuple[Candidate, str]:
+               resume: bool = False, use_cache: bool = True) -> tuple[Candidate, str]:
     """Run a pass, or reuse a verified earlier result: this run's own (--resume), then the shared cache.
 
-    Both are keyed by (input artifact hash, pass, options, data, seed, library versions); an entry that
-    is corrupt or foreign is said, evicted and rebuilt, never trusted.
+    Both are keyed by step_key (everything the pass reads); an entry that is corrupt or foreign is said,
+    evicted and rebuilt, never trusted. use_cache=False (--no-cache) neither reads nor writes the shared cache.
     """
-    from toolkit.core.host import library_versions
-
-    key = cache.key(_artifact_hash(parent), spec.name, opts.model_dump(), library_versions(), *cache_parts)
+    key = step_key(spec, ctx, parent, opts, cache_parts)
     folder = ctx.folder(cid)
     if resume and (folder / STEP_RECORD).exists():
         try:
@@ -89,7 +123,7 @@ def run_cached(spec, ctx: PassContext, parent: Candidate, opts, cid: str, cache_
     for stale in folder.iterdir():  # start the step from an empty folder
         shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
     entry = cache.cache_dir() / "passes" / key
-    if (entry / STEP_RECORD).exists():
+    if use_cache and (entry / STEP_RECORD).exists():
         try:
             made = dataclasses.replace(_read_entry(entry, key, folder), trust_checkpoint=parent.trust_checkpoint)
             _write_entry(folder, made, key)
@@ -99,6 +133,8 @@ def run_cached(spec, ctx: PassContext, parent: Candidate, opts, cid: str, cache_
             shutil.rmtree(entry, ignore_errors=True)
     made = spec.fn(ctx, parent, opts, cid)
     _write_entry(folder, made, key)
+    if not use_cache:
+        return made, "built"
     try:  # publish to the shared cache atomically; an unwritable cache never fails a run
         tmp = entry.with_name(f"{entry.name}.tmp{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
@@ -122,11 +158,14 @@ def fault_point(name: str) -> None:
 
 
 EVAL_RECORD = ".optkit-eval.json"
+EVAL_OUTPUTS = ".optkit-outputs.npz"
 
 
 def evaluate_all(cands: list[Candidate], baseline: Candidate, dataset: Dataset, prof: DeviceProfile, seed: int,
                   threshold_metric: str, progress: Progress, resume: bool = False) -> tuple[list[dict], dict, list[dict]]:
     """Evaluate the baseline first (parity reference), then the rest; with resume, reuse recorded evaluations."""
+    import hashlib
+
     import numpy as np
 
     from toolkit.pipeline.evaluate import Outputs, evaluate
@@ -136,15 +175,20 @@ def evaluate_all(cands: list[Candidate], baseline: Candidate, dataset: Dataset, 
     base_out = None
     for c in [baseline] + [c for c in cands if c.id != baseline.id]:
         folder = c.path.parent
-        key = cache.key(_artifact_hash(c), prof.bench.model_dump(), threshold_metric, seed, dataset.sha256,
-                        base_out.test.tobytes().hex()[:64] if base_out is not None else None)
+        # Everything the evaluation reads; the baseline's outputs by their full hash (parity is computed against them).
+        key = cache.key(_artifact_hash(c), prof.bench.model_dump(), prof.name, threshold_metric, seed, dataset.sha256,
+                        source_sha256(), hashlib.sha256(base_out.test.tobytes()).hexdigest() if base_out is not None else None)
         record = None
         if resume and (folder / EVAL_RECORD).exists():
             try:
                 saved = json.loads((folder / EVAL_RECORD).read_text())
-                if saved["key"] == key:
-                    with np.load(folder / ".optkit-outputs.npz") as z:
+                # reused only when made from the same inputs and the outputs file is the one recorded
+                if saved["key"] == key and file_sha256(folder / EVAL_OUTPUTS) == saved["outputs_sha256"]:
+                    with np.load(folder / EVAL_OUTPUTS) as z:
                         record = (saved["metrics"], saved["measured_on"], Outputs(val=z["val"], test=z["test"]))
+                    progress.log(f"[{c.id}] evaluation resumed from its verified record")
+                else:
+                    progress.log(f"[{c.id}] the interrupted run's evaluation does not match (inputs or outputs file); re-evaluating")
             except (OSError, KeyError, ValueError):
                 record = None
         try:
@@ -158,8 +202,9 @@ def evaluate_all(cands: list[Candidate], baseline: Candidate, dataset: Dataset, 
                 raise
             continue
         if record is None:
-            np.savez(folder / ".optkit-outputs.npz", val=out.val, test=out.test)
-            (folder / EVAL_RECORD).write_text(json.dumps({"key": key, "metrics": metrics, "measured_on": measured_on},
+            np.savez(folder / EVAL_OUTPUTS, val=out.val, test=out.test)
+            (folder / EVAL_RECORD).write_text(json.dumps({"key": key, "metrics": metrics, "measured_on": measured_on,
+                                                          "outputs_sha256": file_sha256(folder / EVAL_OUTPUTS)},
                                                          default=str))
         fault_point(f"evaluate:{c.id}")
         if c.id == baseline.id:
@@ -173,7 +218,7 @@ def evaluate_all(cands: list[Candidate], baseline: Candidate, dataset: Dataset, 
 
 
 def run_passes(the_plan, ctx: PassContext, rec, candidates: dict[str, Candidate], data_key: list, progress: Progress,
-               resume: bool) -> None:
+               resume: bool, use_cache: bool = True) -> None:
     """Run every planned step in order into `candidates`; a failing pass is recorded on its step, never raised."""
     from toolkit.passes import load_all
 
@@ -200,7 +245,7 @@ def run_passes(the_plan, ctx: PassContext, rec, candidates: dict[str, Candidate]
         t_step = time.time()
         try:
             made, how = run_cached(passes[p.step.pass_name], ctx, parent, rec.step_options(p.step), p.step.id,
-                                   data_key, progress.log, resume=resume)
+                                   data_key, progress.log, resume=resume, use_cache=use_cache)
             candidates[p.step.id] = made
             p.status = how
         except OptkitError as exc:
