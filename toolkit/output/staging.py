@@ -60,6 +60,18 @@ def check_target(out: Path, overwrite: bool) -> None:
         raise OutputError(f"{out}: cannot create {parent} ({exc.strerror}); choose an --out you can write to") from exc
     if not os.access(parent, os.W_OK):
         raise OutputError(f"{parent}: not writable; choose an --out in a folder you can write to")
+    held_by = _lock_holder(out)  # said now, before any compute; lock() takes it for real later
+    if held_by is not None:
+        raise OutputError(f"{out}: another optkit run (pid {held_by}) is writing this folder; wait for it or choose another --out")
+
+
+def _lock_holder(out: Path) -> int | None:
+    """The live pid holding out's lock, or None (no lock, or a stale one that lock() will take over)."""
+    try:
+        pid = int((out.parent / f".{out.name}.optkit.lock").read_text().strip() or 0)
+    except (OSError, ValueError):
+        return None
+    return pid if pid and pid != os.getpid() and _pid_alive(pid) else None
 
 
 def _pid_alive(pid: int) -> bool:

@@ -108,6 +108,7 @@ def compress(checkpoint: str | Path | None = None, *, device: str = "jetson-orin
         # 2. baseline + passes
         t0 = time.time()
         candidates: dict[str, Candidate] = {}
+        progress.step(f"baseline: {loaded.kind} fp32 reference")
         baseline = _baseline(ctx, loaded)
         candidates[BASELINE] = baseline
         fault_point("baseline")

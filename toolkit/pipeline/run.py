@@ -23,6 +23,7 @@ class Progress:
     """Silent progress; the CLI passes a rich implementation."""
 
     def stage(self, name: str, total: int) -> None: ...
+    def step(self, label: str) -> None: ...  # what is being worked on now (a pass, a candidate), before it starts
     def advance(self, label: str) -> None: ...
     def log(self, message: str) -> None: ...
     def close(self) -> None: ...
@@ -174,6 +175,7 @@ def evaluate_all(cands: list[Candidate], baseline: Candidate, dataset: Dataset, 
     rows, outputs, failures = [], {}, []
     base_out = None
     for c in [baseline] + [c for c in cands if c.id != baseline.id]:
+        progress.step(f"{c.id} ({c.backend} {c.precision})")
         folder = c.path.parent
         # Everything the evaluation reads; the baseline's outputs by their full hash (parity is computed against them).
         key = cache.key(_artifact_hash(c), prof.bench.model_dump(), prof.name, threshold_metric, seed, dataset.sha256,
@@ -243,6 +245,7 @@ def run_passes(the_plan, ctx: PassContext, rec, candidates: dict[str, Candidate]
             progress.advance(p.step.id)
             continue
         t_step = time.time()
+        progress.step(f"{p.step.id} ({p.step.pass_name})")
         try:
             made, how = run_cached(passes[p.step.pass_name], ctx, parent, rec.step_options(p.step), p.step.id,
                                    data_key, progress.log, resume=resume, use_cache=use_cache)

@@ -1,0 +1,36 @@
+"""Options shared by several commands, declared once (same name, same help everywhere)."""
+from __future__ import annotations
+
+import typer
+from typer.core import TyperCommand
+
+
+def flag(*names: str, help: str) -> bool:
+    """A boolean flag. metavar="" because Typer 0.29 prints `<bool>` after every flag, which reads as if it took a value."""
+    return typer.Option(False, *names, help=help, metavar="")
+
+
+def json_flag(what: str = "the result") -> bool:
+    return flag("--json", help=f"Print {what} as JSON on stdout (also on failure), nothing else.")
+
+
+def verbose_flag() -> bool:
+    return flag("--verbose", "-v", help="Details table, and third-party library output on the terminal as well as in the log.")
+
+
+def overwrite_flag() -> bool:
+    return flag("--overwrite", help="Replace a non-empty --out folder that optkit wrote.")
+
+
+def trust_flag(what: str = "Allow checkpoints that carry code (pickled modules, TorchScript).") -> bool:
+    return flag("--trust-checkpoint", help=what)
+
+
+class Command(TyperCommand):
+    """Every optkit command: `--help` shown as a flag too (the same Typer 0.29 `<bool>`, on the help option)."""
+
+    def get_help_option(self, ctx):
+        opt = super().get_help_option(ctx)
+        if opt is not None:
+            opt.metavar = ""
+        return opt
