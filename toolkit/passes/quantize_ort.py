@@ -48,6 +48,9 @@ class CalibrationReader:
     def get_next(self):
         return next(self._it, None)
 
+    def __iter__(self):  # ORT's qdq_loss_debug iterates the reader
+        return self._it
+
     def rewind(self):  # pragma: no cover - only some calibrators call it
         pass
 

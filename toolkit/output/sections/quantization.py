@@ -20,9 +20,14 @@ def _plot(rows: list[dict], cid: str, path: Path) -> None:
     ys = np.arange(len(rows))
     labels = [f"{r['layer']} ({r['op']})" for r in rows]
     axes[0].barh(ys, [r["score"] for r in rows], color="tab:red")
-    axes[0].set_xlabel("KL score: KL(only it int8) + KL removed by keeping it fp32")
-    axes[1].barh(ys, [r["f1_effect"] for r in rows], color="tab:blue")
-    axes[1].set_xlabel("F1 effect: val F1 drop (only it int8) + F1 recovered (only it fp32)")
+    if all("f1_effect" in r for r in rows):  # exhaustive ranking (2 evaluations per layer)
+        axes[0].set_xlabel("KL score: KL(only it int8) + KL removed by keeping it fp32")
+        axes[1].barh(ys, [r["f1_effect"] for r in rows], color="tab:blue")
+        axes[1].set_xlabel("F1 effect: val F1 drop (only it int8) + F1 recovered (only it fp32)")
+    else:  # one-pass ranking (passes/sensitivity.rank): int8 noise each layer injects
+        axes[0].set_xlabel("int8 noise/signal power: input activation + weight")
+        axes[1].barh(ys, [r.get("activation_sqnr_db") or 0.0 for r in rows], color="tab:blue")
+        axes[1].set_xlabel("input activation SQNR, dB (higher = safer)")
     axes[0].set_yticks(ys, labels, fontsize=8)
     axes[0].invert_yaxis()
     fig.suptitle(f"Layer sensitivity ({cid}), validation split")
