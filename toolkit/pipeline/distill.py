@@ -35,7 +35,12 @@ def distill(teacher: str | Path | None, student: str, data: str | Path | None = 
             out: str | Path | None = None, epochs: int = 30, *, student_factory: str | None = None, alpha: float = 0.5,
             temperature: float = 2.0, lr: float = 5e-3, seed: int = 0, ablation: bool = True,
             model_factory: str | None = None, trust_checkpoint: bool = False, overwrite: bool = False, progress=None):
-    """Distil `teacher` (None = the built-in demo) into `student` and run it through compress; returns its RunResult."""
+    """Distil `teacher` (None = the built-in demo) into `student` and run it through compress; returns its RunResult.
+
+    Only distilled candidates can be selected: the teacher's own export is evaluated for comparison. When no
+    student meets the budgets and gates, GateFailed (exit 3) is raised with the report written and no bundle,
+    instead of shipping the teacher.
+    """
     from toolkit.pipeline.compress import compress
     from toolkit.pipeline.recipes import Recipe
 
@@ -52,4 +57,12 @@ def distill(teacher: str | Path | None, student: str, data: str | Path | None = 
         path = Path(tmp) / "distill-cli.yaml"
         path.write_text(yaml.safe_dump(recipe, sort_keys=False))
         return compress(teacher, device=device, recipe=path, data=data, out=out, model_factory=model_factory,
-                        trust_checkpoint=trust_checkpoint, seed=seed, overwrite=overwrite, progress=progress)
+                        trust_checkpoint=trust_checkpoint, seed=seed, overwrite=overwrite, progress=progress,
+                        reference_only=teacher_only)
+
+
+def teacher_only(row: dict) -> str:
+    """Why a distill run's candidate cannot be selected ("" when it can): it does not descend from the student."""
+    if "distill" in row["lineage"]:
+        return ""
+    return "reference only: the teacher, not a distilled student (optkit distill ships a student or nothing)"

@@ -10,6 +10,32 @@ from toolkit.core.errors import GateFailed
 from toolkit.output.bundle import check_integrity
 from toolkit.output.manifest import show
 
+# A re-run's probability may land this close to a threshold on another CPU's kernels: such rows cannot disagree.
+_DECISION_MARGIN = 1e-4
+
+
+def _check_decisions(folder: Path, manifest, got: np.ndarray) -> int:
+    """The fixtures' decisions, re-derived from the re-run logits by the one rule (metrics.thresholds.decide) at the
+    manifest's temperature and thresholds; GateFailed when they differ. Returns how many rows were checked."""
+    from toolkit.metrics.calibration import softmax
+    from toolkit.metrics.thresholds import decide
+
+    with np.load(folder / manifest.fixtures.expected, allow_pickle=False) as z:
+        if "decision" not in z.files:
+            return 0  # a bundle sealed before decisions were recorded: logits and top-1 were checked above
+        expected = z["decision"]
+    conf = manifest.confidence
+    thresholds = getattr(conf, "decision_thresholds", None) or conf.thresholds["values"]
+    probs = softmax(got, conf.temperature)
+    mine = decide(probs, thresholds)
+    near = np.abs(probs[:, 1] - thresholds[0]) < _DECISION_MARGIN if probs.shape[1] == 2 else np.zeros(len(mine), bool)
+    differ = int(((mine != expected) & ~near).sum())
+    if differ:
+        raise GateFailed(f"{show(folder)}: {differ} of {len(expected)} fixture decisions differ from the bundle's "
+                         "(softmax(logits / temperature) against the manifest's thresholds); re-create the bundle")
+    return int(len(expected))
+
+
 def verify(folder: str | Path, *, public_key: str | Path | None = None, trust_checkpoint: bool = False) -> dict:
     """Prove the bundle's integrity (and its signature with `public_key`), then re-run the fixtures.
 
@@ -52,7 +78,9 @@ def verify(folder: str | Path, *, public_key: str | Path | None = None, trust_ch
     if not np.allclose(got, expected, rtol=fx.rtol, atol=fx.atol) or not (got.argmax(1) == expected.argmax(1)).all():
         raise GateFailed(f"{show(folder)}: fixture outputs differ from the expected ones (max |diff| {diff:.3g} > atol "
                          f"{fx.atol}, rtol {fx.rtol}); the model or runtime does not reproduce the bundle")
+    decisions = _check_decisions(folder, manifest, got)
     return {"bundle": str(folder), "files_checked": info["files_checked"], "fixture_rows": int(expected.shape[0]),
+            "decisions_checked": decisions,
             "max_abs_diff": diff, "backend": cand.backend, "ok": True,
             "signature": signature if public_key is not None else ("present, not checked (pass --public-key)"
                                                                     if info["signed"] else "none"),
