@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from toolkit.backends import availability
-from toolkit.pipeline.bench import DEFAULT_DYNAMIC_DIM, bench
+from toolkit.core.shapes import FALLBACK_DIM
+from toolkit.pipeline.bench import bench
 from toolkit.core.errors import ConfigError, DataError, UnsupportedError
 from toolkit.core.host import host_label
 
@@ -47,9 +48,10 @@ def test_demo_run_compares_backends_and_precisions(demo_bench):
         assert r["throughput_per_s"] > 0 and r["peak_rss_mb"] >= 0 and len(r["model_sha256"]) == 64
         assert r["device"] == "jetson-orin-nano" and r["batch"] in (1, 8)
         # honest label: this host, the runtime, threads, batch and number of runs
-        assert r["measured_on"].startswith(host_label())
+        assert f"this host ({host_label()}" in r["measured_on"] and r["measured_on"].startswith("measured on a stand-in")
         assert f"{r['threads']} threads" in r["measured_on"] and f"batch {r['batch']}" in r["measured_on"]
-        assert f"{r['runs']} runs" in r["measured_on"]
+        assert f"{r['runs']} runs in {r['rounds']} rounds" in r["measured_on"] and r["rounds"] >= 2
+        assert isinstance(r["contended"], bool) and (r["contention_reason"] != "") == r["contended"]
         assert r["stand_in_for"] == "jetson-orin-nano"  # this CI host is not a Jetson
         assert r["kind"] in ("target", "stand-in") and "RSS" in r["memory"]
     # OpenVINO's precision says what actually computed, read back from the compiled model
@@ -89,7 +91,7 @@ def test_synthesizes_int64_inputs_with_a_dynamic_sequence(tmp_path):
     onnx.save(model, path)
     r = bench([path], device=str(fast_profile(tmp_path)), backends=["onnxruntime"])
     assert [row["batch"] for row in r["rows"]] == [1, 4]
-    assert str(DEFAULT_DYNAMIC_DIM) in r["rows"][0]["inputs"] and r["rows"][0]["model"] == "ids.onnx"
+    assert f"sequence {FALLBACK_DIM} (fallback" in r["rows"][0]["inputs"] and r["rows"][0]["model"] == "ids.onnx"
 
 
 def test_bad_inputs_are_typed_errors(tmp_path, demo_run):

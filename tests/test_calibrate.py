@@ -90,7 +90,10 @@ def test_temperature_fixes_an_overconfident_model(overconfident, digits_file, tm
     for value in (c["temperature"], c["val_nll"], c["val_nll_recalibrated"], c["ece"], c["ece_recalibrated"]):
         assert f"{value:.4f}" in md
     saved = json.loads((out / "calibration.json").read_text())
-    assert saved["calibration"] == pytest.approx(c)
+    scalars = {k: v for k, v in c.items() if not isinstance(v, dict)}  # nested records compare exactly below
+    assert {k: saved["calibration"][k] for k in scalars} == pytest.approx(scalars)
+    assert {k: v for k, v in saved["calibration"].items() if isinstance(v, dict)} == \
+        {k: v for k, v in c.items() if isinstance(v, dict)}
     assert saved["artifact"]["backend"] == "torch" and saved["artifact"]["measured_on"] == "this host"
     assert not list(tmp_path.glob(".*staging*"))  # staged, then renamed
 

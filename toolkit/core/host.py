@@ -49,6 +49,54 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
+def effective_threads(requested: int | None, device_threads: int | None = None) -> int:
+    """The one thread policy: what was asked (else the device profile's bench threads, else all usable
+    cores), capped at the cores this process may run on (CPU affinity), at least 1.
+
+    A stand-in cannot use cores it does not have, and threads beyond the affinity mask only
+    time-slice against each other, which reads as latency the model does not have.
+    """
+    cores = usable_cores()
+    want = requested if requested is not None else (device_threads if device_threads is not None else cores)
+    return max(1, min(int(want), cores))
+
+
+# ISA features that change which kernels a runtime picks (int8 dot products, bf16, wide vectors).
+ISA_FEATURES = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8",
+                "amx_bf16", "neon", "asimd", "asimddp", "dotprod", "i8mm", "sve", "bf16", "fphp", "asimdhp")
+
+
+def isa_features() -> list[str]:
+    """The performance-relevant subset of cpu_flags() (what a latency label must name), in a fixed order."""
+    flags = cpu_flags()
+    return [f for f in ISA_FEATURES if f in flags]
+
+
+def load_average() -> float | None:
+    """The 1-minute load average (runnable + waiting threads), None where the OS has none."""
+    try:
+        return float(os.getloadavg()[0])
+    except (AttributeError, OSError):
+        return None
+
+
+def cpu_times() -> tuple[int, int] | None:
+    """(steal jiffies, total jiffies) from /proc/stat's aggregate cpu line; None off Linux.
+
+    Steal is time a hypervisor gave this VM's vCPUs to someone else: wall-clock latency grows
+    while the process did nothing differently.
+    """
+    try:
+        with open("/proc/stat", encoding="utf-8") as fh:
+            fields = fh.readline().split()
+    except OSError:
+        return None
+    if not fields or fields[0] != "cpu" or len(fields) < 9:
+        return None
+    values = [int(v) for v in fields[1:]]
+    return values[7], sum(values[:8])  # user nice system idle iowait irq softirq steal (guest is inside user)
+
+
 def rss_mb() -> float:
     """Resident memory of this process, MB (10^6 bytes)."""
     import psutil

@@ -83,6 +83,7 @@ class Metrics(_Strict):
     latency_p95_ms: float
     latency_p99_ms: float
     latency_mean_ms: float
+    latency_p95_quietest_round_ms: float | None = None  # p50-based robust tail: p95 of the round with the lowest p50
     throughput: list[Throughput] = Field(default_factory=list)
     size_mb: float
     rss_growth_mb: float
@@ -102,6 +103,18 @@ class MeasuredOn(_Strict):
     memory: str
     stand_in_for: str | None
     label: str
+    # toolkit/pipeline/measure.py: the host's ISA, the rounds, and whether neighbours were measured too
+    cpu: str | None = None
+    isa: list[str] = Field(default_factory=list)
+    usable_cores: int | None = None
+    runtime: str | None = None
+    sequence: JSON | None = None          # dynamic dims' values and where they came from (core/shapes.py)
+    rounds: int | None = None
+    round_p50_ms: list[float] = Field(default_factory=list)
+    round_spread: float | None = None     # (max - min) / median of the round p50s
+    contended: bool = False
+    contention_reason: str = ""
+    load_average: float | None = None
 
 
 class TargetEstimate(_Strict):

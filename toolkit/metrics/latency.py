@@ -1,4 +1,9 @@
-"""Latency and throughput of a Session: per-call wall time after warmup (DESIGN.md)."""
+"""Latency of a Session: per-call wall time after warmup, in interleaved rounds (DESIGN.md, issue 14 item 9).
+
+`timed_rounds` runs the calls, `summarize` turns one batch size's (rounds x calls) matrix into
+p50/p95/p99/mean plus the round-to-round spread. The protocol around them (how many calls, which
+rounds, whether the host was contended, the provenance record) is toolkit.pipeline.measure.
+"""
 from __future__ import annotations
 
 import gc
@@ -7,35 +12,62 @@ import time
 import numpy as np
 
 
-def measure_latency(session, feeds: dict, warmup: int, iterations: int) -> dict:
-    for _ in range(warmup):
-        session.infer(feeds)
-    times = np.empty(iterations)
+def timed_rounds(session, feeds_by_batch: dict[int, dict], warmup: dict[int, int], calls: dict[int, int],
+                 rounds: int) -> dict[int, np.ndarray]:
+    """Per-call times in ms, shape (rounds, calls[b]) for every batch size b.
+
+    Each batch size is warmed up once, then every round runs each batch size's calls in turn,
+    so a burst of neighbour load lands in one round of every batch size instead of in all of one.
+    """
+    for b, feeds in feeds_by_batch.items():
+        for _ in range(warmup[b]):
+            session.infer(feeds)
+    times = {b: np.empty((rounds, calls[b])) for b in feeds_by_batch}
     # As timeit does: collect first, no GC pauses inside the timed loop. In a process holding large
     # torch/ONNX object graphs one gen-2 collection costs tens of ms and would land in the p95.
     gc.collect()
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        for i in range(iterations):
-            start = time.perf_counter()
-            session.infer(feeds)
-            times[i] = time.perf_counter() - start
+        for r in range(rounds):
+            for b, feeds in feeds_by_batch.items():
+                row = times[b][r]
+                for i in range(calls[b]):
+                    start = time.perf_counter()
+                    session.infer(feeds)
+                    row[i] = time.perf_counter() - start
     finally:
         if was_enabled:
             gc.enable()
-    ms = times * 1e3
-    return {"latency_p50_ms": round(float(np.percentile(ms, 50)), 4),
-            "latency_p95_ms": round(float(np.percentile(ms, 95)), 4),
-            "latency_p99_ms": round(float(np.percentile(ms, 99)), 4),
-            "latency_mean_ms": round(float(ms.mean()), 4), "runs": iterations, "warmup": warmup}
+    return {b: t * 1e3 for b, t in times.items()}
 
 
-def measure_throughput(session, feeds: dict, batch: int, warmup: int, iterations: int) -> dict:
-    """Samples per second at a batch size, from the median call time."""
-    stats = measure_latency(session, feeds, warmup, iterations)
-    return {"batch": batch, "throughput_per_s": round(batch / (stats["latency_p50_ms"] / 1e3), 1),
-            "latency_p50_ms": stats["latency_p50_ms"], "runs": iterations}
+def _r(x: float) -> float:
+    return round(float(x), 4)
+
+
+def summarize(ms: np.ndarray, batch: int, warmup: int) -> dict:
+    """p50/p95/p99/mean over all calls, each round's p50, the spread between rounds, and the quietest round.
+
+    round_spread = (max - min) / median of the round p50s: 0 on a quiet host, large when neighbours
+    came and went. The quietest round is the one with the lowest p50; its p95 is the p50-based robust
+    tail used when the host was contended (the overall p95 then measures the neighbours).
+    """
+    ms = np.atleast_2d(np.asarray(ms, dtype=np.float64))
+    flat = ms.ravel()
+    p50s = np.median(ms, axis=1)
+    med = float(np.median(p50s))
+    quiet = int(np.argmin(p50s))
+    p50 = float(np.percentile(flat, 50))
+    return {"latency_p50_ms": _r(p50),
+            "latency_p95_ms": _r(np.percentile(flat, 95)),
+            "latency_p99_ms": _r(np.percentile(flat, 99)),
+            "latency_mean_ms": _r(flat.mean()),
+            "latency_p95_quietest_round_ms": _r(np.percentile(ms[quiet], 95)),
+            "round_p50_ms": [_r(v) for v in p50s],
+            "round_spread": _r((p50s.max() - p50s.min()) / med) if med > 0 else 0.0,
+            "throughput_per_s": round(batch / (p50 / 1e3), 1) if p50 > 0 else None,
+            "batch": batch, "runs": int(flat.size), "rounds": int(ms.shape[0]), "warmup": int(warmup)}
 
 
 def tile_batch(feeds: dict, batch: int) -> dict:

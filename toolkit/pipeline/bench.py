@@ -13,11 +13,13 @@ runs on every runtime that can execute its format here:
 * .xml   -> openvino (f32, and bf16 where the CPU has it).
 * .pt2   -> torch (eager, CPU).
 
-One row per (artifact, backend, precision, batch size of the profile). Warmup, iterations,
-batch sizes and threads come from the device profile; threads are capped at this host's
-cores. A pair that cannot run (no runtime, an op the runtime lacks) is a *skipped* entry with
-the reason, never a number. Every row says where it was measured, and `stand_in_for` names
-the profile when this host is not the device.
+One row per (artifact, backend, precision, batch size of the profile), timed with the one
+latency protocol (pipeline/measure.py: the profile's warmup/iterations in interleaved rounds,
+contention flagged) under the one thread policy (core/host.effective_threads). A dynamic
+non-batch dim runs at the shape policy's value (core/shapes.py: the bundle fixtures' width, else
+the documented fallback). A pair that cannot run (no runtime, an op the runtime lacks) is a
+*skipped* entry with the reason, never a number. Every row says where it was measured, and
+`stand_in_for` names the profile when this host is not the device.
 """
 from __future__ import annotations
 
@@ -30,10 +32,9 @@ import numpy as np
 from toolkit.core.candidate import Candidate
 from toolkit.core.artifacts import artifact_sha256
 from toolkit.core.errors import ConfigError, DataError, OptkitError, UnsafeCheckpoint
-from toolkit.core.host import rss_mb, usable_cores
+from toolkit.core import shapes as shape_policy
+from toolkit.core.host import effective_threads, rss_mb
 
-# A dynamic dimension other than the batch (a sequence length, an image side) needs a value to time with.
-DEFAULT_DYNAMIC_DIM = 128
 MEMORY_NOTE = ("peak RSS growth of the optkit process while loading and running this session (psutil, sampled "
                "after load and after each batch size); includes importing the runtime the first time it is used, and "
                "earlier sessions' freed memory may be reused")
@@ -42,9 +43,8 @@ SEED = 0
 
 # --------------------------------------------------------------------------- small helpers
 def _synth(shape: tuple[int | None, ...], dtype: str, rng: np.random.Generator) -> np.ndarray:
-    """One sample: batch 1, dynamic non-batch dims DEFAULT_DYNAMIC_DIM; integer inputs are ones."""
-    dims = [1 if i == 0 and d is None else (DEFAULT_DYNAMIC_DIM if d is None or d < 0 else int(d))
-            for i, d in enumerate(shape)]
+    """One sample: batch 1, dynamic non-batch dims at the shape policy's fallback; integer inputs are ones."""
+    dims = shape_policy.concrete(shape, 1, shape_policy.fallback())
     dt = np.dtype(dtype)
     if dt.kind in "iub":
         return np.ones(dims, dtype=dt)  # a valid token id and a full attention mask
@@ -75,12 +75,13 @@ class _Item:
     """One artifact to time, with the feeds (one sample) it takes."""
 
     def __init__(self, candidate: Candidate, model: str, feeds: dict[str, np.ndarray], inputs_from: str,
-                 static_batch: int | None = None):
+                 static_batch: int | None = None, shapes: shape_policy.ShapePolicy | None = None):
         self.candidate = candidate
         self.model = model
         self.feeds = feeds
         self.inputs_from = inputs_from
         self.static_batch = static_batch
+        self.shapes = shapes or shape_policy.fallback()
         self.sha256 = artifact_sha256(candidate.files())
 
 
@@ -96,8 +97,9 @@ def _artifact_item(path: Path, trust: bool = False) -> _Item:
     cand = Candidate(id=path.stem, path=path, format=fmt, precision=facts.precision, backend="", lineage=(),
                      runtime_options=options, info={"artifact": facts.to_dict()}, trust_checkpoint=trust)
     model = path.name if path.stem != "model" else f"{path.parent.name}/{path.name}"
+    fallback = shape_policy.fallback()
     return _Item(cand, model, feeds, f"synthesized from the {fmt} input shapes (batch 1, dynamic dims "
-                 f"{DEFAULT_DYNAMIC_DIM}, integer inputs = 1, floats ~ N(0,1) seed {SEED})", static_batch)
+                 f"{fallback.describe()}, integer inputs = 1, floats ~ N(0,1) seed {SEED})", static_batch, fallback)
 
 
 def _run_items(run_dir: Path, trust: bool = False) -> list[_Item]:
@@ -115,11 +117,14 @@ def _run_items(run_dir: Path, trust: bool = False) -> list[_Item]:
     fixtures = run_dir / (report.get("bundle") or {}).get("path", "bundle") / "fixtures" / "inputs.npz"
     if fixtures.is_file():
         with np.load(fixtures, allow_pickle=False) as z:
-            feeds = {k: np.ascontiguousarray(z[k][:1]) for k in z.files}
+            rows = {k: np.asarray(z[k]) for k in z.files}
+        feeds = {k: np.ascontiguousarray(v[:1]) for k, v in rows.items()}
+        shapes = shape_policy.from_arrays(rows)
         inputs_from = f"first row of {fixtures.relative_to(run_dir)}"
     elif report.get("io"):
         feeds = _io_spec_inputs(report["io"])
-        inputs_from = f"synthesized from report.json's io spec (batch 1, dynamic dims {DEFAULT_DYNAMIC_DIM})"
+        shapes = shape_policy.fallback()
+        inputs_from = f"synthesized from report.json's io spec (batch 1, dynamic dims {shapes.describe()})"
     else:
         raise DataError(f"{run_dir}: neither bundle fixtures nor an io spec in report.json; re-run optkit compress")
 
@@ -135,7 +140,7 @@ def _run_items(run_dir: Path, trust: bool = False) -> list[_Item]:
                          backend=str(c.get("backend") or ""), lineage=tuple(c.get("lineage") or ()),
                          engine=c.get("engine"), runtime_options=dict(c.get("runtime_options") or {}),
                          trust_checkpoint=trust)  # from the flag only, never from report.json
-        items.append(_Item(cand, f"{source}/{c['id']}", feeds, inputs_from))
+        items.append(_Item(cand, f"{source}/{c['id']}", feeds, inputs_from, shapes=shapes))
     return items
 
 
@@ -168,33 +173,22 @@ def _pairs(item: _Item, wanted: list[str], explicit: list[str], device,
 
 
 # --------------------------------------------------------------------------- timing one pair
-def _time_pair(item: _Item, backend: str, options: dict, device, threads: int, batch_sizes: list[int],
-               stand_in_for: str | None) -> list[dict[str, Any]]:
+def _time_pair(item: _Item, backend: str, options: dict, device, threads: int,
+               batch_sizes: list[int]) -> list[dict[str, Any]]:
     from toolkit import backends
     from toolkit.backends import open_session
-    from toolkit.core.host import host_label
-    from toolkit.metrics.latency import measure_latency, tile_batch
+    from toolkit.pipeline.measure import measure
 
-    b = device.bench
     cand = item.candidate.derive(backend=backend, runtime_options={**item.candidate.runtime_options, **options})
     rss0 = rss_mb()
-    peak = rss0
-    measured = []
     with open_session(cand, threads=threads) as session:
+        peak = rss_mb()
+        m = measure(session, item.feeds, batch_sizes, device, threads, shapes=item.shapes)
         peak = max(peak, rss_mb())
-        for batch in batch_sizes:
-            feeds = item.feeds if batch == 1 else tile_batch(item.feeds, batch)
-            warmup, iters = (b.warmup, b.iterations) if batch == 1 else (max(3, b.warmup // 4), max(20, b.iterations // 10))
-            stats = measure_latency(session, feeds, warmup, iters)
-            measured.append((batch, stats))
-            peak = max(peak, rss_mb())
-        described = session.describe()
-    runtime = described.get("runtime") or described.get("tensorrt_version") or backend
-    precision = backends.session_class(backend).precision_label(item.candidate.precision, described)
+    precision = backends.session_class(backend).precision_label(item.candidate.precision, m.described)
     rows = []
-    for batch, stats in measured:
-        label = (f"{host_label()} · {runtime} · {threads} threads · batch {batch} · {stats['runs']} runs"
-                 + (f" · stand-in for {stand_in_for}" if stand_in_for else ""))
+    for batch, stats in m.stats.items():
+        where = m.measured_on(batch, MEMORY_NOTE)
         rows.append({
             "model": item.model,
             "model_sha256": item.sha256,
@@ -203,20 +197,20 @@ def _time_pair(item: _Item, backend: str, options: dict, device, threads: int, b
             "precision": precision,
             "batch": batch,
             "threads": threads,
-            "latency_p50_ms": stats["latency_p50_ms"],
-            "latency_p95_ms": stats["latency_p95_ms"],
-            "latency_p99_ms": stats["latency_p99_ms"],
-            "latency_mean_ms": stats["latency_mean_ms"],
-            "throughput_per_s": round(batch / (stats["latency_p50_ms"] / 1e3), 1) if stats["latency_p50_ms"] else None,
+            **{k: stats[k] for k in ("latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "latency_mean_ms",
+                                     "latency_p95_quietest_round_ms", "throughput_per_s", "runs", "rounds",
+                                     "round_spread", "warmup")},
             "peak_rss_mb": round(max(0.0, peak - rss0), 2),
             "memory": MEMORY_NOTE,
-            "runs": stats["runs"],
-            "warmup": stats["warmup"],
             "device": device.name,
-            "measured_on": label,
-            "kind": "stand-in" if stand_in_for else "target",  # result.NumberKind
-            "runtime": runtime,
-            "stand_in_for": stand_in_for,
+            "measured_on": where["label"],
+            "kind": where["kind"],
+            "runtime": where["runtime"],
+            "isa": where["isa"],
+            "contended": where["contended"],
+            "contention_reason": where["contention_reason"],
+            "stand_in_for": where["stand_in_for"],
+            "sequence": where["sequence"],
             "inputs": item.inputs_from,
         })
     return rows
@@ -232,7 +226,8 @@ def _skipped(item: _Item, backend: str, options: dict, reason: str, status: str 
 # --------------------------------------------------------------------------- the API
 def bench(paths: list[Path], device: str, threads: int | None = None, history: Path | None = None,
           backends: list[str] | None = None, *, log: Callable[[str], None] | None = None,
-          trust_checkpoint: bool = False) -> dict[str, Any]:
+          trust_checkpoint: bool = False, on: str | None = None, ssh_key: str | Path | None = None,
+          known_hosts: str | Path | None = None) -> dict[str, Any]:
     """Time every artifact on every backend x precision usable here; optionally append the rows to a history.
 
     Returns {"device", "host", "threads", "stand_in_for", "rows", "skipped", "history"}: `rows` are
@@ -265,17 +260,27 @@ def bench(paths: list[Path], device: str, threads: int | None = None, history: P
         from toolkit.output import history as hist
 
         hist.preflight(history)  # a foreign or corrupt file fails now, not after minutes of timing
+    if on is not None:  # a bad ssh:// address or key path fails now, before anything is read or timed
+        from toolkit.pipeline.remote import parse_target
+
+        parse_target(on, ssh_key, known_hosts, flag="--on")
     items = _collect([Path(p) for p in paths], trust_checkpoint)
 
-    cores = usable_cores()
     requested = threads if threads is not None else prof.bench.threads
-    used_threads = max(1, min(requested, cores))
+    used_threads = effective_threads(threads, prof.bench.threads)
     stand_in_for = None if prof.host_is_device() else prof.name
     avail = {b: availability(b) for b in wanted}
 
     rows: list[dict[str, Any]] = []
     skipped: list[dict[str, Any]] = []
-    for item in items:
+    remote = None
+    if on is not None:  # `--on ssh://...`: timed on the device by its own runtimes (pipeline/remote_measure.py)
+        from toolkit.pipeline.remote_measure import bench_on_device
+
+        remote = bench_on_device(on, items, wanted, list(backends or []), prof, requested, ssh_key=ssh_key,
+                                 known_hosts=known_hosts, log=log)
+        rows, skipped = remote["rows"], remote["skipped"]
+    for item in items if remote is None else ():
         batch_sizes = sorted(set(prof.bench.batch_sizes))
         if item.static_batch is not None:
             batch_sizes = [item.static_batch]
@@ -287,7 +292,7 @@ def bench(paths: list[Path], device: str, threads: int | None = None, history: P
                 hint = options.get("inference_precision")
                 log(f"{item.model} · {backend}{' ' + hint if hint else ''} · {used_threads} threads")
             try:
-                rows.extend(_time_pair(item, backend, options, prof, used_threads, batch_sizes, stand_in_for))
+                rows.extend(_time_pair(item, backend, options, prof, used_threads, batch_sizes))
             except UnsafeCheckpoint:
                 raise  # a refused checkpoint stops the bench (exit 2), it is not one runtime's failure
             except OptkitError as exc:
@@ -310,6 +315,8 @@ def bench(paths: list[Path], device: str, threads: int | None = None, history: P
         "skipped": skipped,
         "history": None,
     }
+    if remote is not None:
+        result.update(remote["summary"])
     if history is not None:
         if not rows:
             raise DataError("no bench rows to record: nothing could run on this host (see the skipped reasons)")
@@ -321,10 +328,11 @@ def bench(paths: list[Path], device: str, threads: int | None = None, history: P
             "device": prof.name,
             "threads": used_threads,
             "inputs": [str(p) for p in paths],
+            **({"host_fingerprint": remote["history_fingerprint"]} if remote is not None else {}),
         }
         run_id = hist.record(history, rows, meta)
         result["history"] = {"path": str(history), "run_id": run_id}
     return result
 
 
-__all__ = ["bench", "DEFAULT_DYNAMIC_DIM"]
+__all__ = ["bench"]

@@ -8,12 +8,13 @@ import numpy as np
 from toolkit.backends import open_session
 from toolkit.core.candidate import Candidate
 from toolkit.intake.data import Dataset, Split
-from toolkit.core.host import host_label, rss_mb, usable_cores
-from toolkit.metrics import calibration as cal
+from toolkit.core import host as hostinfo
+from toolkit.core.host import rss_mb
+from toolkit.core.shapes import from_arrays
 from toolkit.metrics import classification as cls
-from toolkit.metrics import thresholds as thr
-from toolkit.metrics.latency import measure_latency, measure_throughput, tile_batch
 from toolkit.metrics.size import size_mb
+from toolkit.metrics.calibration_section import calibration_section
+from toolkit.pipeline.measure import measure
 from toolkit.intake.model_check import check_finite
 
 EVAL_BATCH = 64
@@ -43,8 +44,8 @@ def decisions(out: Outputs, y_val, threshold_metric: str) -> np.ndarray:
 
 
 def effective_threads(device) -> int:
-    """The profile's threads, capped at this host's cores (a stand-in cannot use cores it does not have)."""
-    return max(1, min(device.bench.threads, usable_cores()))
+    """The profile's bench threads under the one thread policy (core/host.effective_threads)."""
+    return hostinfo.effective_threads(None, device.bench.threads)
 
 
 def evaluate(candidate: Candidate, data: Dataset, device, baseline: Outputs | None, threshold_metric: str = "f1",
@@ -52,17 +53,14 @@ def evaluate(candidate: Candidate, data: Dataset, device, baseline: Outputs | No
     """Returns (metrics, measured_on, outputs)."""
     threads = effective_threads(device)
     rss0 = rss_mb()
+    shapes = from_arrays(data.test.inputs)  # the data's own widths: what this measurement runs at
     with open_session(candidate, threads=threads) as session:
         outputs = Outputs(val=run_split(session, data.val), test=run_split(session, data.test))
         for split, z in (("validation", outputs.val), ("test", outputs.test)):  # e.g. fp16 overflow on some rows
             check_finite(z, split, f"candidate {candidate.id} ({candidate.path.name})")
         one = {k: v[:1] for k, v in data.test.inputs.items()}
-        latency = measure_latency(session, one, device.bench.warmup, device.bench.iterations)
-        throughput = [measure_throughput(session, tile_batch(one, b), b, max(3, device.bench.warmup // 4),
-                                         max(20, device.bench.iterations // 10))
-                      for b in device.bench.batch_sizes if b > 1]
+        m = measure(session, one, [1, *device.bench.batch_sizes], device, threads, shapes=shapes)
         rss_growth = max(0.0, rss_mb() - rss0)
-        described = session.describe()
 
     y_test, n = data.test.y, data.n_classes
     pred = decisions(outputs, data.val.y, threshold_metric)  # the one decision rule, as the bundle applies it
@@ -73,16 +71,11 @@ def evaluate(candidate: Candidate, data: Dataset, device, baseline: Outputs | No
     metrics["per_class"] = quality["per_class"]
     metrics["confusion_matrix"] = quality["confusion_matrix"]
 
-    summary = cal.calibration_summary(outputs.val, data.val.y, outputs.test, y_test)
-    metrics.update(summary)
-    probs_t = cal.softmax(outputs.test, summary["temperature"])
-    probs_v = cal.softmax(outputs.val, summary["temperature"])
-    metrics["reliability"] = {"before": cal.reliability_bins(cal.softmax(outputs.test), y_test),
-                              "after": cal.reliability_bins(probs_t, y_test)}
-    thresholds = thr.per_class_thresholds(probs_v, data.val.y, threshold_metric)
-    metrics["thresholds"] = {"metric": threshold_metric, "values": [float(t) for t in thresholds],
-                             "tuned_on": "validation", "applied_to": "softmax(logits / temperature)",
-                             "test": thr.thresholded_metrics(probs_t, y_test, thresholds, threshold_metric)}
+    section = calibration_section(outputs.val, data.val.y, outputs.test, y_test, threshold_metric)
+    metrics.update(section.summary)
+    probs_t = section.probs_test
+    metrics["reliability"] = section.reliability
+    metrics["thresholds"] = {k: section.thresholds[k] for k in ("metric", "values", "tuned_on", "applied_to", "test")}
     if data.test.slices:
         metrics["slices"] = cls.slice_metrics(y_test, pred, probs_t, data.test.slices, n)
 
@@ -91,25 +84,12 @@ def evaluate(candidate: Candidate, data: Dataset, device, baseline: Outputs | No
         base_pred = decisions(baseline, data.val.y, threshold_metric)
         metrics["macro_f1_delta"] = cls.paired_f1_delta_ci(y_test, pred, base_pred, n, seed=seed)
 
-    metrics.update({k: latency[k] for k in ("latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "latency_mean_ms")})
-    metrics["throughput"] = throughput
+    one_stats = m.stats[1]
+    metrics.update({k: one_stats[k] for k in ("latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "latency_mean_ms",
+                                              "latency_p95_quietest_round_ms")})
+    metrics["throughput"] = [{k: st[k] for k in ("batch", "throughput_per_s", "latency_p50_ms", "runs")}
+                             for b, st in m.stats.items() if b > 1]
     metrics["size_mb"] = size_mb(candidate.files())
     metrics["rss_growth_mb"] = round(rss_growth, 2)
 
-    # The host is the device only when it has the profile's ISA features and cores (devices.HostMatch).
-    stand_in = not device.host_is_device() or described["backend"] not in device.backends
-    measured_on = {
-        "kind": "stand-in" if stand_in else "target",  # result.NumberKind: budgets are judged on target numbers only
-        "host": host_label(),
-        **described,
-        "batch": 1,
-        "runs": latency["runs"],
-        "warmup": latency["warmup"],
-        "memory": "RSS growth of the optkit process while loading and running this session",
-        "stand_in_for": device.name if stand_in else None,
-        "label": (f"measured on this host ({host_label()}) with {described.get('runtime', described['backend'])}, "
-                  f"{threads} threads, batch 1, {latency['runs']} runs"
-                  + (f"; a stand-in for {device.name}, not the device" if stand_in else "")),
-    }
-    return metrics, measured_on, outputs
-
+    return metrics, m.measured_on(1), outputs
