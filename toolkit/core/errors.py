@@ -58,3 +58,10 @@ class HistoryError(OptkitError):
 
 class CacheError(OptkitError):
     """A cache entry is corrupt or was made by other library versions."""
+
+
+class RemoteError(OptkitError):
+    """A device reached over SSH (--measure-on / --on) could not be used: unreachable, refused the key, an
+    unknown host key, the connection dropped, no Python or runtime there. The message names the host."""
+
+    exit_code = 4  # like BackendUnavailable: the target cannot run it now; nothing about the input is wrong

@@ -28,6 +28,33 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
+class DeviceFingerprint(BaseModel):
+    """The device a `--measure-on/--on ssh://...` number came from, as its runner read it (remote_runner.py)."""
+    model_config = ConfigDict(extra="allow")  # the runner may report more facts than this version knows
+    id: str                        # sha256[:12] of the stable facts (CPU, ISA, cores, board, accelerators, runtimes)
+    hostname: str
+    cpu: str
+    arch: str
+    isa: list[str]                 # from /proc/cpuinfo flags, never the brand
+    cores: int
+    usable_cores: int
+    memory_mb: int
+    board: str | None = None       # /proc/device-tree/model (Jetson, Raspberry Pi)
+    accelerators: list[JSON] = Field(default_factory=list)  # nvidia-smi, /etc/nv_tegra_release
+    os: str
+    python: str
+    runtimes: dict[str, str]       # installed versions on the device
+
+
+class DeviceParity(_Strict):
+    """The candidate's outputs on fixture rows, run on the device, against the same rows on this host."""
+    rows: int
+    checked: bool
+    reference: str
+    max_abs_diff: float | None = None
+    top1_agreement: float | None = None
+
+
 class F1Delta(_Strict):
     """Paired-bootstrap CI of macro-F1 (candidate - fp32 baseline) on the test split."""
     delta: float
@@ -94,6 +121,13 @@ class MeasuredOn(_Strict):
     """Where a latency was measured: on the target itself or on a stand-in host (never an estimate)."""
     model_config = ConfigDict(extra="allow")  # backends add what they ran (providers, inference precision, ...)
     kind: Literal["target", "stand-in"]
+    # measured on a device over SSH (pipeline/remote_measure.py): which device, its address, this host's own
+    # timing of the same candidate kept beside it (never mixed in), and output parity checked on the device
+    device: DeviceFingerprint | None = None
+    remote: str | None = None
+    host_timing: JSON | None = None
+    device_parity: DeviceParity | None = None
+    device_skipped: str | None = None      # why a candidate was not measured on the device (it keeps host numbers)
     host: str
     backend: str
     threads: int
