@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from toolkit.cli.options import Command, json_flag, trust_flag
+from toolkit.cli.options import Command, json_flag, known_hosts_option, ssh_key_option, trust_flag
 from toolkit.cli.quiet import quiet
 from toolkit.cli.render import console, json_errors, make_console, print_json
 
@@ -26,6 +26,9 @@ def bench(
     backend: Optional[list[str]] = typer.Option(None, "--backend", "-b", help="Only these backends (repeatable): onnxruntime, openvino, torch, tensorrt."),
     trust_checkpoint: bool = trust_flag("Allow .pt2 artifacts that carry code (pickles, custom objects)."),
     as_json: bool = json_flag("the result (a 'rows' list, a 'skipped' list)"),
+    on: Optional[str] = typer.Option(None, "--on", help="Time on this device over SSH instead: ssh://user@host[:port][?python=PATH]."),
+    ssh_key: Optional[Path] = ssh_key_option(),
+    known_hosts: Optional[Path] = known_hosts_option(),
 ) -> None:
     """Time artifacts on every backend x precision this host can run; label where every number came from."""
     from toolkit.api import bench as run_bench
@@ -35,13 +38,14 @@ def bench(
             shown = make_console(term.err)
             log = None if as_json else (lambda m: shown.print(f"  [dim]timing[/] {m}", highlight=False))
             result = run_bench(inputs, device=device, threads=threads, history=history, backends=backend or None,
-                               log=log, trust_checkpoint=trust_checkpoint)
+                               log=log, trust_checkpoint=trust_checkpoint, on=on, ssh_key=ssh_key,
+                               known_hosts=known_hosts)
         term.move_into(None)
     if as_json:
         print_json(result)
         return
     where = (f"stand-in for {result['stand_in_for']}, not the device" if result["stand_in_for"]
-             else f"this host is a {result['device']}")
+             else "measured on the target over SSH" if result.get("remote") else f"this host is a {result['device']}")
     t = Table(title=f"optkit bench · device profile {result['device']} · measured on {result['measured_on']} ({where})")
     for col in ("model", "backend", "precision", "threads", "batch", "p50 ms", "p95 ms", "p99 ms", "items/s", "RSS MB", "measured on"):
         t.add_column(col, overflow="fold", no_wrap=col in ("p50 ms", "p95 ms", "p99 ms", "batch", "threads"))
@@ -54,8 +58,9 @@ def bench(
                   f"[yellow]{s['status']}[/]: {s['reason']}")
     out = console(wide=True)
     out.print(t)
-    out.print("[dim]RSS MB: peak RSS growth of this process while loading and running the session (psutil). "
-              "Latency: per-call wall time after warmup.[/]")
+    memory = (result["rows"][0]["memory"] if result.get("remote") and result["rows"] else
+              "peak RSS growth of this process while loading and running the session (psutil)")
+    out.print(f"[dim]RSS MB: {memory}. Latency: per-call wall time after warmup.[/]")
     if result["history"]:
         out.print(f"Recorded {len(result['rows'])} rows as run {result['history']['run_id']} in {result['history']['path']}.")
 

@@ -26,6 +26,15 @@ def trust_flag(what: str = "Allow checkpoints that carry code (pickled modules, 
     return flag("--trust-checkpoint", help=what)
 
 
+def ssh_key_option():
+    return typer.Option(None, "--ssh-key", help="Private key for the ssh:// device (default: ~/.ssh keys and ssh-agent).")
+
+
+def known_hosts_option():
+    return typer.Option(None, "--known-hosts", help="known_hosts file holding the ssh:// device's host key "
+                        "(default ~/.ssh/known_hosts; an unknown host is refused).")
+
+
 class Command(TyperCommand):
     """Every optkit command: `--help` shown as a flag too (the same Typer 0.29 `<bool>`, on the help option)."""
 
