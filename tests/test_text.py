@@ -186,3 +186,122 @@ def test_text_data_errors_name_the_file_and_the_fix(hf_text, tmp_path):
     bad = write_csv(tmp_path / "bad.csv", [("good film", 0)] * 30, names=("meh", "x"))
     with pytest.raises(DataError, match=r"labels \['meh'\] are not the model's classes"):
         text.load_for_checkpoint(bad, folder, text_column="review", label_column="sentiment")
+
+
+# --------------------------------------------------------------------------- end to end: compress, bundle, predict
+
+SMALL_RECIPE = """name: text-small
+calibration_size: 32
+steps:
+  - id: onnx-fp32
+    pass: export_onnx
+  - id: onnx-fused
+    pass: ort_transformer_optimize
+    from: onnx-fp32
+  - id: ort-int8-dynamic
+    pass: ort_dynamic_int8
+    from: onnx-fused
+"""
+
+
+@pytest.fixture(scope="module")
+def text_run(hf_text, tmp_path_factory):
+    import toolkit
+
+    folder, data = hf_text
+    root = tmp_path_factory.mktemp("text-run")
+    recipe = root / "r.yaml"
+    recipe.write_text(SMALL_RECIPE)
+    result = toolkit.compress(folder, data=data, device="x86-avx512", recipe=recipe, out=root / "run",
+                              text_column="review", label_column="sentiment")
+    return folder, data, result
+
+
+def test_hf_folder_and_raw_csv_compress_end_to_end(text_run):
+    _, _, result = text_run
+    rep = result.report
+    assert rep.model.kind == "torch" and any("Hugging Face folder" in n for n in rep.model.notes)
+    ids = {c.id for c in rep.candidates}
+    assert {"torch-fp32", "onnx-fp32", "onnx-fused", "ort-int8-dynamic"} <= ids
+    base = next(c for c in rep.candidates if c.id == "torch-fp32")
+    assert base.metrics.macro_f1 > 0.8  # the tiny classifier learned the toy task: numbers mean something
+    fused = next(c for c in rep.candidates if c.id == "onnx-fused")
+    assert fused.info["parity"]["ok"] and fused.info["fused_ops"]  # read from the file: LayerNorm/GELU fused
+    dyn = next(c for c in rep.candidates if c.id == "ort-int8-dynamic")
+    assert dyn.info["contents"]["quantized_ops"] > 0
+    # the chosen max length and the truncated share are said, in the report's data section
+    note = next(n for n in rep.data.notes if n.startswith("max length"))
+    assert "truncated" in note and "p99" in note
+    assert "max_length" in rep.data.preprocessing
+    assert rep.io["dim_ranges"]["sequence"]["max"] <= 64  # the export's sequence bound: the data's, within BERT's
+
+
+def test_predict_on_the_bundle_matches_the_reports_test_predictions(text_run):
+    import toolkit
+    from toolkit.intake import text
+
+    folder, data, result = text_run
+    bundle = toolkit.load_bundle(result.bundle_path)
+    manifest = bundle.manifest
+    assert manifest.text.max_length == manifest.io.dim_ranges["sequence"]["max"]
+    assert all((result.bundle_path / f).is_file() for f in manifest.text.tokenizer_files)
+    ds = text.load_for_checkpoint(data, folder, text_column="review", label_column="sentiment")
+    answers = bundle.predict(ds.text.texts["test"])
+    assert len(answers) == len(ds.test)
+    pred = np.array([a["index"] for a in answers])
+    sel = result.report.candidate(result.report.selected) if hasattr(result.report, "candidate") else \
+        next(c for c in result.report.candidates if c.id == result.report.selected)
+    cm = np.zeros((2, 2), dtype=int)
+    np.add.at(cm, (ds.test.y, pred), 1)
+    assert cm.tolist() == sel.metrics.confusion_matrix  # the same labels the report counted, row for row in total
+    a = answers[0]
+    assert a["label"] in ("negative", "positive") and 0.5 <= a["confidence"] <= 1.0 or a["threshold"] != 0.5
+    assert set(a["probabilities"]) == {"negative", "positive"}
+    assert sum(a["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+    with np.load(result.bundle_path / "fixtures" / "expected.npz") as z:
+        expected = z["decision"]
+    fixture_texts = json.loads((result.bundle_path / "fixtures" / "texts.json").read_text())
+    assert [x["index"] for x in bundle.predict(fixture_texts)] == expected.tolist()
+
+
+def test_verify_reruns_text_fixtures_and_cli_predict(text_run, tmp_path):
+    import shutil
+
+    from typer.testing import CliRunner
+
+    import toolkit
+    from toolkit.cli import app
+    from toolkit.core.errors import GateFailed
+
+    _, _, result = text_run
+    got = toolkit.verify(result.bundle_path)
+    assert got["ok"] and got["text_fixture_rows"] == 8
+    run = CliRunner().invoke(app, ["predict", str(result.bundle_path), "good great fun", "awful boring", "--json"])
+    assert run.exit_code == 0, run.output
+    preds = json.loads(run.stdout)["predictions"]
+    assert [p["label"] for p in preds] == [a["label"] for a in toolkit.predict(result.bundle_path,
+                                                                                ["good great fun", "awful boring"])]
+    # a changed tokenizer file is caught by the seal before any text is encoded
+    bad = tmp_path / "bundle"
+    shutil.copytree(result.bundle_path, bad)
+    tok = bad / "tokenizer" / "tokenizer.json"
+    tok.write_text(tok.read_text().replace('"good"', '"goood"'))
+    with pytest.raises(GateFailed, match="sha256 does not match"):
+        toolkit.load_bundle(bad)
+
+
+def test_transformer_recognised_and_its_recipe_chosen(text_run, tmp_path):
+    from toolkit.intake.hf import transformer_reason
+    from toolkit.pipeline.recipes import load_recipe
+
+    folder, _, result = text_run
+    assert "Hugging Face BERT encoder" in transformer_reason(folder)
+    onnx_path = next(c for c in result.report.candidates if c.id == "onnx-fp32").path
+    assert "LayerNorms (a transformer encoder)" in transformer_reason(result.run_dir / onnx_path
+                                                                      if not Path(onnx_path).is_absolute() else onnx_path)
+    assert transformer_reason(None) is None
+    rec = load_recipe("transformer")
+    ids = [s.id for s in rec.steps]
+    assert {"onnx-fused", "ort-int8-dynamic", "nncf-transformer-int8"} <= set(ids)
+    text = Path(__file__).resolve().parents[1].joinpath("recipes", "transformer.yaml").read_text()
+    assert "percentile" not in text.split("steps:")[1] and "entropy" not in text.split("steps:")[1]

@@ -20,18 +20,24 @@ def compress(checkpoint: str | Path | None = None, *, device: str = "jetson-orin
              data: str | Path | None = None, out: str | Path | None = None, model_factory: str | None = None,
              trust_checkpoint: bool = False, seed: int | None = None, overwrite: bool = False,
              threshold_metric: str = "f1", progress=None, resume: bool = False, no_cache: bool = False,
-             output: str | None = None, text_column: str = "text", label_column: str = "label") -> RunResult:
+             output: str | None = None, text_column: str = "text", label_column: str = "label",
+             measure_on: str | None = None, ssh_key: str | Path | None = None,
+             known_hosts: str | Path | None = None) -> RunResult:
     """Compress a checkpoint for a device: plan, run the recipe's passes, evaluate, select, report, bundle.
 
     Returns the typed RunResult (`.selected`, `.candidate(id)`, `.report_path`, `.bundle_path`, `.report`);
     raises GateFailed (with the report written) when no candidate meets the device's budgets and gates.
     no_cache=True builds every pass afresh (the shared pass cache is neither read nor written).
+    measure_on="ssh://user@host[:port]" times every candidate on that device with its own runtimes (its latency,
+    memory and output parity replace the host's, which stay beside as measured_on.host_timing); key auth only
+    (ssh_key, else ~/.ssh and ssh-agent), and the device's host key must be in known_hosts (~/.ssh/known_hosts).
     """
     from toolkit.pipeline.compress import compress as run
 
     return run(checkpoint, device=device, recipe=recipe, data=data, out=out, model_factory=model_factory,
                trust_checkpoint=trust_checkpoint, seed=seed, overwrite=overwrite, threshold_metric=threshold_metric,
-               progress=progress, resume=resume, no_cache=no_cache, output=output, text_column=text_column, label_column=label_column)
+               progress=progress, resume=resume, no_cache=no_cache, output=output, text_column=text_column, label_column=label_column,
+               measure_on=measure_on, ssh_key=ssh_key, known_hosts=known_hosts)
 
 
 def distill(teacher: str | Path | None, student: str, data: str | Path | None = None, device: str = "x86-avx512",
@@ -50,7 +56,10 @@ def calibrate(artifact: str | Path, data: str | Path, **options: Any) -> dict:
 
 
 def bench(paths: list[Path], device: str, **options: Any) -> dict:
-    """Time artifacts (or a compress run folder) on every backend x precision usable here, labelled honestly."""
+    """Time artifacts (or a compress run folder) on every backend x precision usable here, labelled honestly.
+
+    on="ssh://user@host[:port]" (with ssh_key=, known_hosts=) times them on that device instead, with its runtimes.
+    """
     from toolkit.pipeline.bench import bench as run
 
     return run(paths, device=device, **options)
@@ -61,6 +70,19 @@ def verify(folder: str | Path, *, public_key: str | Path | None = None, trust_ch
     from toolkit.pipeline.verify import verify as run
 
     return run(folder, public_key=public_key, trust_checkpoint=trust_checkpoint)
+
+
+def load_bundle(folder: str | Path, *, trust_checkpoint: bool = False):
+    """A verified bundle (digest, hashes) ready to answer: `.predict(["some text", ...])` -> label, calibrated
+    confidence, probabilities and the threshold applied, per text (see toolkit.pipeline.predict)."""
+    from toolkit.pipeline.predict import load_bundle as run
+
+    return run(folder, trust_checkpoint=trust_checkpoint)
+
+
+def predict(folder: str | Path, texts: list[str] | str, *, trust_checkpoint: bool = False) -> list[dict]:
+    """`optkit predict BUNDLE "some text"`: load_bundle(folder).predict(texts)."""
+    return load_bundle(folder, trust_checkpoint=trust_checkpoint).predict(texts)
 
 
 def sign(folder: str | Path, key: str | Path) -> dict:
@@ -118,5 +140,5 @@ def report(path: str | Path) -> RunReport:
 
 ProgressLog = Callable[[str], None]
 
-__all__ = ["compress", "distill", "calibrate", "bench", "verify", "sign", "doctor", "devices", "device", "recipes",
+__all__ = ["compress", "distill", "calibrate", "bench", "verify", "load_bundle", "predict", "sign", "doctor", "devices", "device", "recipes",
            "recipe", "nightly", "report", "RunResult", "RunReport"]

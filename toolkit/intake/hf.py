@@ -158,3 +158,36 @@ def load_folder(folder: str | Path, trust: bool = False) -> dict[str, Any]:
     notes += [f"under --trust-checkpoint: {w}" for w in waived]
     return {"module": _wrap(model), "sha256": folder_sha256(folder), "notes": notes, "max_sequence": seq,
             "labels": class_names(cfg), "family": model_type, "trusted": bool(trust)}
+
+
+TRANSFORMER_RECIPE = "transformer"
+
+
+def transformer_reason(checkpoint: str | Path | None) -> str | None:
+    """Why this checkpoint is a transformer encoder (then recipes/transformer.yaml fits it), or None.
+
+    A Hugging Face folder of a supported family, or an ONNX graph with attention (Softmax between MatMuls, or a
+    fused Attention op) and LayerNorm blocks. Read from config.json or the graph only: nothing is loaded.
+    """
+    if checkpoint is None or str(checkpoint).startswith("builtin:"):
+        return None
+    path = Path(checkpoint)
+    if is_hf_folder(path):
+        try:
+            model_type = read_config(path).get("model_type")
+        except CheckpointError:
+            return None  # the loader says what is wrong with it, in its place
+        return f"{path.name} is a Hugging Face {FAMILIES[model_type]} encoder" if model_type in FAMILIES else None
+    if path.suffix.lower() == ".onnx" and path.is_file():
+        from toolkit.backends.onnx_graph import load_graph, op_counts
+
+        try:
+            counts = op_counts(load_graph(path))
+        except Exception:  # an unreadable graph is the ONNX loader's error to report, with its fix
+            return None
+        fused = sum(counts.get(op, 0) for op in ("Attention", "MultiHeadAttention"))
+        norms = sum(counts.get(op, 0) for op in ("LayerNormalization", "SkipLayerNormalization", "SimplifiedLayerNormalization"))
+        if fused or (counts.get("Softmax", 0) >= 1 and counts.get("MatMul", 0) >= 4 and norms >= 2):
+            what = f"{fused} fused attention ops" if fused else f"{counts['Softmax']} Softmax attention blocks"
+            return f"{path.name}'s ONNX graph has {what} and {norms} LayerNorms (a transformer encoder)"
+    return None

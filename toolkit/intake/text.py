@@ -44,9 +44,16 @@ class TextSpec:
     padding: str = PADDING
     truncation: str = TRUNCATION
 
+    @property
+    def tokenizer_files(self) -> list[Path]:
+        """The tokenizer's own files in the checkpoint folder (what a bundle ships; never the weights)."""
+        from toolkit.intake.hf import TOKENIZER_FILES
+
+        return [self.tokenizer_dir / n for n in TOKENIZER_FILES if (self.tokenizer_dir / n).is_file()]
+
     def contract(self) -> dict:
         """The preprocessing an integrator must reproduce (manifest, report)."""
-        return {"kind": "text", "tokenizer": "tokenizer/", "max_length": self.max_length, "padding": self.padding,
+        return {"kind": "text", "tokenizer": "tokenizer", "max_length": self.max_length, "padding": self.padding,
                 "truncation": self.truncation, "inputs": ["input_ids", "attention_mask"],
                 "max_length_rule": f"p{LENGTH_QUANTILE} of the data's token lengths rounded up to a multiple of "
                                    f"{LENGTH_MULTIPLE}" + (f", capped at {self.model_cap}" if self.model_cap else ""),

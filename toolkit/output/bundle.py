@@ -18,6 +18,7 @@ from toolkit.output.manifest import ENGINE_DIR, FORMAT_VERSION, MANIFEST, SIGNAT
 from toolkit.core.candidate import Candidate
 from toolkit.core.artifacts import file_sha256
 from toolkit.core.errors import GateFailed
+from toolkit.metrics.thresholds import DECISION_RULE, decide
 
 FIXTURE_ROWS = 8
 
@@ -36,6 +37,11 @@ def _summary_metrics(m: dict) -> dict:
     return {k: m[k] for k in keys if k in m}
 
 
+def _decision_thresholds(values: np.ndarray, n_classes: int) -> np.ndarray:
+    """What decide() takes: binary tasks use the class-1 threshold (values are one-vs-rest, one per class)."""
+    return values[1:] if n_classes == 2 and len(values) == 2 else values
+
+
 def write_bundle(folder: Path, cand: Candidate, report: dict, dataset, outputs, io, build: dict | None = None) -> dict:
     from toolkit.metrics.calibration import softmax
 
@@ -50,9 +56,11 @@ def write_bundle(folder: Path, cand: Candidate, report: dict, dataset, outputs, 
     logits = outputs.test[:FIXTURE_ROWS]
     probs = softmax(logits, m["temperature"]).astype(np.float32)
     thresholds = np.asarray(m["thresholds"]["values"], dtype=np.float32)
+    decision_thresholds = _decision_thresholds(thresholds, probs.shape[1])
     np.savez(folder / "fixtures" / "inputs.npz", **feeds)
     np.savez(folder / "fixtures" / "expected.npz", logits=logits, probabilities=probs,
-             top1=logits.argmax(1).astype(np.int64), above_threshold=(probs >= thresholds[None, :] if len(thresholds) == probs.shape[1] else probs >= 0.5))
+             top1=logits.argmax(1).astype(np.int64), above_threshold=(probs >= thresholds[None, :] if len(thresholds) == probs.shape[1] else probs >= 0.5),
+             decision=decide(probs, decision_thresholds))
     manifest: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
         "candidate": cand.id,
@@ -68,6 +76,7 @@ def write_bundle(folder: Path, cand: Candidate, report: dict, dataset, outputs, 
             "thresholds": m["thresholds"],
             "decision": "top-1 = argmax(logits); class k is flagged when its calibrated probability >= thresholds.values[k] "
                         f"(one-vs-rest, tuned on the validation split for {m['thresholds']['metric']})",
+            "decision_rule": DECISION_RULE, "decision_thresholds": [float(t) for t in decision_thresholds],
         },
         "metrics": _summary_metrics(m),
         "measured_on": row["measured_on"],
@@ -76,6 +85,14 @@ def write_bundle(folder: Path, cand: Candidate, report: dict, dataset, outputs, 
         "fixtures": {"inputs": "fixtures/inputs.npz", "expected": "fixtures/expected.npz", "rows": int(logits.shape[0]),
                      **_tolerances(cand.precision, logits)},
     }
+    text = getattr(dataset, "text", None)
+    if text is not None:  # raw-text models: the tokenizer, its settings and raw-text fixtures ship with the model
+        (folder / "tokenizer").mkdir()
+        for p in text.tokenizer_files:
+            shutil.copy2(p, folder / "tokenizer" / p.name)
+        (folder / "fixtures" / "texts.json").write_text(json.dumps(text.texts["test"][:FIXTURE_ROWS], ensure_ascii=False))
+        manifest["text"] = {**text.contract(), "tokenizer_files": [f"tokenizer/{p.name}" for p in text.tokenizer_files]}
+        manifest["fixtures"]["texts"] = "fixtures/texts.json"
     if build is not None:
         # Targets that build their own engines get the exact command, run from model/ on the device.
         script = folder / "build_engine.sh"
@@ -165,6 +182,8 @@ def check_integrity(folder: str | Path) -> tuple[Manifest, dict]:
             raise GateFailed(f"{show(mpath)}: lists {show(rel)}, a name the bundle reserves; re-create the bundle")
     named = [("model.file", manifest.model.file), *(("model.files", f) for f in manifest.model.files),
              ("fixtures.inputs", manifest.fixtures.inputs), ("fixtures.expected", manifest.fixtures.expected)]
+    if manifest.text:
+        named += [("fixtures.texts", manifest.fixtures.texts), *(("text.tokenizer_files", f) for f in manifest.text.tokenizer_files)]
     if manifest.build:
         named.append(("build.script", manifest.build.script))
         if engine_dir != ENGINE_DIR:

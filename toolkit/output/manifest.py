@@ -111,6 +111,8 @@ class Confidence(_Strict):
     probabilities: str
     thresholds: dict[str, Any]
     decision: str
+    decision_rule: str | None = None              # toolkit.metrics.thresholds.DECISION_RULE, applied by predict
+    decision_thresholds: list[float] | None = None  # what decide() takes (binary: one, on p(class 1))
 
 
 class Fixtures(_Strict):
@@ -119,6 +121,22 @@ class Fixtures(_Strict):
     rows: int = Field(ge=0)
     rtol: Tolerance
     atol: Tolerance
+    texts: RelPath | None = None  # raw-text bundles: the fixture rows as text (verify tokenizes them again)
+
+
+class TextEntry(_Strict):
+    """Raw text -> inputs: the bundled tokenizer, called with these settings (what predict and verify do)."""
+
+    kind: Literal["text"]
+    tokenizer: RelPath
+    tokenizer_files: list[RelPath] = Field(min_length=1)
+    max_length: int = Field(ge=1, le=1_000_000)
+    padding: Literal["max_length"]
+    truncation: Name
+    inputs: list[Name] = Field(min_length=1)
+    max_length_rule: str
+    token_lengths: dict[str, int]
+    truncated_share: float = Field(ge=0, le=1)
 
 
 class Build(_Strict):
@@ -148,6 +166,7 @@ class Manifest(_Strict):
     versions: dict[str, str | None]
     fixtures: Fixtures
     build: Build | None = None
+    text: TextEntry | None = None
     sha256: dict[RelPath, Hex64] = Field(min_length=1)
 
 

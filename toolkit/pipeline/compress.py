@@ -52,6 +52,7 @@ def compress(checkpoint: str | Path | None = None, *, device: str = "jetson-orin
              trust_checkpoint: bool = False, seed: int | None = None, overwrite: bool = False,
              threshold_metric: str = "f1", progress: Progress | None = None, resume: bool = False,
              no_cache: bool = False, reference_only=None,
+             measure_on: str | None = None, ssh_key: str | Path | None = None, known_hosts: str | Path | None = None,
              output: str | None = None, text_column: str = "text", label_column: str = "label") -> RunResult:
     from toolkit.intake import checkpoints as intake
     from toolkit.output.staging import check_target, staged
@@ -63,7 +64,10 @@ def compress(checkpoint: str | Path | None = None, *, device: str = "jetson-orin
     timings: dict[str, float] = {}
     # 1. validate everything at the edge, before compute
     prof = load_device(device)
-    rec = load_recipe(recipe or prof.default_recipe)
+    from toolkit.intake.hf import TRANSFORMER_RECIPE, transformer_reason
+
+    family = None if recipe else transformer_reason(checkpoint)  # the family's recipe, unless the user chose one
+    rec = load_recipe(recipe or (TRANSFORMER_RECIPE if family else prof.default_recipe))
     seed = rec.seed if seed is None else seed
     from toolkit.core.bounds import check_seed
 
@@ -79,6 +83,11 @@ def compress(checkpoint: str | Path | None = None, *, device: str = "jetson-orin
     out_path = Path(out) if out else None
     if out_path is not None:
         check_target(out_path, overwrite)
+    target = None
+    if measure_on is not None:  # a bad ssh:// address or key path fails here, before any compute
+        from toolkit.pipeline.remote import parse_target
+
+        target = parse_target(measure_on, ssh_key, known_hosts, flag="--measure-on")
     if checkpoint is not None and not str(checkpoint).startswith("builtin:") and not Path(checkpoint).exists():
         from toolkit.core.errors import CheckpointError  # existence only: cheap, and said before the data's problems
 
@@ -86,6 +95,9 @@ def compress(checkpoint: str | Path | None = None, *, device: str = "jetson-orin
     dataset = _load_data(data, checkpoint, seed, trust_checkpoint, text_column, label_column)  # before the checkpoint is opened: a missing or bad --data fails first
     loaded = intake.load(checkpoint, factory=model_factory, trust_checkpoint=trust_checkpoint)
     known_notes = len(loaded.notes)
+    if family:
+        loaded.notes.append(f"recipe '{TRANSFORMER_RECIPE}' chosen for you: {family} (transformer fusion, dynamic int8, "
+                            "NNCF transformer PTQ, minmax calibration only); pass --recipe to choose another")
     loaded, dataset, io = _check_model_fits(loaded, dataset, output)
     for note in (*dataset.notes, *loaded.notes[known_notes:]):  # what the checks found: said once, kept in the report
         progress.log(f"note: {note}")
@@ -122,7 +134,15 @@ def compress(checkpoint: str | Path | None = None, *, device: str = "jetson-orin
         unique = {c.id: c for c in candidates.values()}
         report_rows, outputs, eval_failures = evaluate_all(list(unique.values()), baseline, dataset, prof, seed,
                                                             threshold_metric, progress, resume)
-        add_target_estimates(report_rows, unique, prof)
+        from toolkit.core.shapes import from_arrays
+
+        run_shapes = from_arrays(dataset.test.inputs)  # core/shapes.py: the data's widths, said in every build/estimate
+        add_target_estimates(report_rows, unique, prof, shapes=run_shapes)
+        not_on_device: dict[str, str] = {}
+        if target is not None:  # latency, memory and parity measured on the device itself (pipeline/remote_measure.py)
+            from toolkit.pipeline.remote_measure import measure_candidates_on
+
+            not_on_device = measure_candidates_on(target, report_rows, unique, outputs, dataset, prof, progress.log)
         timings["evaluate_s"] = round(time.time() - t0, 2)
 
         # 4. select
@@ -142,8 +162,11 @@ def compress(checkpoint: str | Path | None = None, *, device: str = "jetson-orin
             if reference_only is not None and (why_ref := reference_only(r)):
                 checks.append({"name": "reference", "ok": False, "status": "fail", "value": r["id"], "limit": None,
                                "reason": why_ref})
+            if r["id"] in not_on_device:  # --measure-on: only numbers from the device rank; a stand-in's never do
+                checks.append({"name": "measured_on_target", "ok": False, "status": "fail", "value": None,
+                               "limit": target.address, "reason": f"not measured on {target.address}: {not_on_device[r['id']]}"})
             scored.append(Scored(r["id"], r["precision"], r["metrics"], checks))
-        speed = speed_key_for(prof.host_is_device())
+        speed = speed_key_for(prof.host_is_device() or target is not None)
         selected, why, rule = select(scored, prof.selection.latency_tie_fraction, speed.field)
         by_id = {s.id: s for s in scored}
         for r in report_rows:
@@ -162,7 +185,7 @@ def compress(checkpoint: str | Path | None = None, *, device: str = "jetson-orin
         t0 = time.time()
         for partial in (stage / "bundle", stage / "report"):  # an interrupted run may have left these half-written
             shutil.rmtree(partial, ignore_errors=True)
-        report["target_builds"] = target_builds(report, unique, prof, io)
+        report["target_builds"] = target_builds(report, unique, prof, io, shapes=run_shapes)
         if selected is not None:
             build = next((b for b in report["target_builds"] if b["candidate"] == selected), None)
             report["bundle"] = bundle_mod.write_bundle(stage / "bundle", unique[selected], report, dataset,

@@ -70,6 +70,11 @@ def verify(folder: str | Path, *, public_key: str | Path | None = None, trust_ch
     except (OSError, ValueError, KeyError) as exc:
         raise GateFailed(f"{show(folder / fx.inputs)}: fixtures cannot be read ({str(exc)[:200]}); "
                          "re-create the bundle") from None
+    text_rows = None
+    if manifest.text is not None:  # raw text -> the fixture inputs, through the bundled tokenizer and its settings
+        from toolkit.pipeline.predict import check_text_fixtures
+
+        text_rows = check_text_fixtures(folder, manifest, feeds)
     with open_session(cand, threads=1) as session:
         got = session.infer(feeds)
     if got.shape != expected.shape:
@@ -84,4 +89,4 @@ def verify(folder: str | Path, *, public_key: str | Path | None = None, trust_ch
             "max_abs_diff": diff, "backend": cand.backend, "ok": True,
             "signature": signature if public_key is not None else ("present, not checked (pass --public-key)"
                                                                     if info["signed"] else "none"),
-            "engine_files": info["engine_files"]}
+            "engine_files": info["engine_files"], "text_fixture_rows": text_rows}
