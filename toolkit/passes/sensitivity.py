@@ -62,7 +62,19 @@ class LayerQuantizer:
         self.base_logits = self._logits(self.src)
         self.base_f1 = self._f1(self.base_logits)
         self._cache: dict[frozenset, Result] = {}
-        self._n = 0
+        self._counter = [0]  # shared with variants: one temp folder, distinct file names
+
+    def variant(self, **settings) -> "LayerQuantizer":
+        """The same model and fp32 reference with other settings (calibration, per_channel): no re-preprocessing."""
+        import copy
+
+        other = copy.copy(self)
+        for name, value in settings.items():
+            if not hasattr(self, name):
+                raise TypeError(f"LayerQuantizer has no setting {name}")
+            setattr(other, name, value)
+        other._cache = {}
+        return other
 
     # -- evaluation
     def _logits(self, path: Path) -> np.ndarray:
@@ -84,8 +96,8 @@ class LayerQuantizer:
         key = frozenset(excluded)
         if key in self._cache:
             return self._cache[key]
-        self._n += 1
-        dst = self._tmp / f"q{self._n}.onnx"
+        self._counter[0] += 1
+        dst = self._tmp / f"q{self._counter[0]}.onnx"
         if self.engine == "nncf":
             self._nncf(dst, sorted(key))
         else:
