@@ -275,3 +275,44 @@ def test_parity_reports_disagreement():
 
 def test_errors_are_optkit_errors():
     assert issubclass(RemoteError, OptkitError) and RemoteError.exit_code == 4
+
+
+# --------------------------------------------------------------------------- compress --measure-on
+def test_compress_measures_candidates_on_the_device(ssh_server, tmp_path):
+    import toolkit
+    from toolkit.backends import remote_runner
+    from toolkit.core.result import load_report
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: remote\ncalibration_size: 64\nsteps:\n  - {id: onnx-fp32, pass: export_onnx}\n"
+                      "  - {id: ort-int8, pass: ort_static_int8, from: onnx-fp32}\n")
+    result = toolkit.compress(None, device=str(fast_profile(tmp_path)), recipe=recipe, out=tmp_path / "run",
+                              measure_on=ssh_server.url(), ssh_key=ssh_server.key, known_hosts=ssh_server.known_hosts)
+    address = f"ssh://optkit@127.0.0.1:{ssh_server.port}"
+    expected = remote_runner.fingerprint()
+    for cid in ("onnx-fp32", "ort-int8"):
+        c = result.candidate(cid)
+        on = c.measured_on
+        assert on.kind == "target" and on.remote == address and on.device.id == expected["id"]
+        assert on.stand_in_for is None and address in on.label and on.runs >= 12 and on.rounds >= 2
+        assert on.device_parity.checked and on.device_parity.rows == 16 and on.device_parity.top1_agreement == 1.0
+        assert on.device_parity.max_abs_diff < 1e-3
+        # the host's own timing is kept beside, never mixed in
+        assert on.host_timing["kind"] == "stand-in" and on.host_timing["latency_p50_ms"] > 0
+        assert c.metrics.latency_p50_ms > 0 and [t.batch for t in c.metrics.throughput] == [4]
+    torch = result.candidate("torch-fp32")
+    assert torch.measured_on.kind == "stand-in" and "torch eager" in torch.measured_on.device_skipped
+    assert any(k.name == "measured_on_target" and not k.ok for k in torch.checks)
+    assert result.report.selection.speed_key == "latency_p95_ms" and result.report.selected in ("onnx-fp32", "ort-int8")
+    assert load_report(result.run_dir / "report" / "report.json").candidate("ort-int8").measured_on.device.id == expected["id"]
+
+
+def test_compress_bad_measure_on_fails_before_compute(tmp_path):
+    from typer.testing import CliRunner
+
+    from toolkit.cli import app
+
+    res = CliRunner().invoke(app, ["compress", "--device", "jetson", "--out", str(tmp_path / "run"),
+                                   "--measure-on", "ssh://pi:pw@jetson.local"])
+    assert res.exit_code == 2 and "passwords in the address are refused" in res.output
+    assert not (tmp_path / "run").exists()

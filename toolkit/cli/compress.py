@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from toolkit.cli.options import json_flag, overwrite_flag, trust_flag, verbose_flag
+from toolkit.cli.options import json_flag, known_hosts_option, overwrite_flag, ssh_key_option, trust_flag, verbose_flag
 from toolkit.cli.quiet import quiet
 from toolkit.cli.render import LineProgress, json_errors, make_console, render_run
 from toolkit.core.result import RunResult
@@ -37,6 +37,9 @@ def compress(
     output: Optional[str] = typer.Option(None, "--output", help="Which model output holds the logits (dict key, ONNX output name, tuple position); default: the single output, else 'logits'."),
     text_column: str = typer.Option("text", "--text-column", help="Raw-text data (.csv/.jsonl/.parquet): the column holding the text."),
     label_column: str = typer.Option("label", "--label-column", help="Raw-text data: the column holding the label (class name or index)."),
+    measure_on: Optional[str] = typer.Option(None, "--measure-on", help="Time every candidate on this device over SSH: ssh://user@host[:port][?python=PATH]."),
+    ssh_key: Optional[Path] = ssh_key_option(),
+    known_hosts: Optional[Path] = known_hosts_option(),
     verbose: bool = verbose_flag(),
     as_json: bool = json_flag("report.json"),
 ) -> None:
@@ -56,7 +59,8 @@ def compress(
                                   model_factory=model_factory, trust_checkpoint=trust_checkpoint, seed=seed,
                                   overwrite=overwrite, threshold_metric=threshold_metric, progress=progress,
                                   resume=resume, no_cache=no_cache, output=output, text_column=text_column,
-                                  label_column=label_column)
+                                  label_column=label_column, measure_on=measure_on, ssh_key=ssh_key,
+                                  known_hosts=known_hosts)
         finally:
             progress.close()
     log = term.move_into(result.run_dir)

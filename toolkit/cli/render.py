@@ -145,6 +145,9 @@ def _delta(c: CandidateResult) -> str:
 def provenance(report: RunReport) -> str:
     """Where the latencies come from, said once (the rows do not repeat it)."""
     dev = report.device.get("name", "?")
+    remote = next((c.measured_on for c in report.candidates if c.measured_on.remote), None)
+    if remote is not None:  # --measure-on: the device's own numbers; host timings kept as measured_on.host_timing
+        return f"p95: measured on the target {remote.remote} ({remote.host}), batch 1; host timings kept in report.json"
     if report.host_is_device:
         return f"p95: measured on this host (same CPU class as {dev}), batch 1"
     return f"p95: measured on this host as a stand-in for {dev}, batch 1"
