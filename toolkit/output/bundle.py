@@ -18,7 +18,7 @@ from toolkit.output.manifest import ENGINE_DIR, FORMAT_VERSION, MANIFEST, SIGNAT
 from toolkit.core.candidate import Candidate
 from toolkit.core.artifacts import file_sha256
 from toolkit.core.errors import GateFailed
-from toolkit.metrics.thresholds import DECISION_RULE, decide
+from toolkit.metrics.thresholds import DECISION_RULE, decide, flags
 
 FIXTURE_ROWS = 8
 
@@ -42,6 +42,12 @@ def _decision_thresholds(values: np.ndarray, n_classes: int) -> np.ndarray:
     return values[1:] if n_classes == 2 and len(values) == 2 else values
 
 
+def _temperature_why(m: dict) -> str:
+    """Why this T ships (metrics.calibration.fit_temperature_cv): applied only when held-out NLL improved."""
+    fit = m.get("temperature_fit") or {}
+    return f"; {fit['reason']}" if fit.get("reason") else ""
+
+
 def write_bundle(folder: Path, cand: Candidate, report: dict, dataset, outputs, io, build: dict | None = None) -> dict:
     from toolkit.metrics.calibration import softmax
 
@@ -59,7 +65,7 @@ def write_bundle(folder: Path, cand: Candidate, report: dict, dataset, outputs, 
     decision_thresholds = _decision_thresholds(thresholds, probs.shape[1])
     np.savez(folder / "fixtures" / "inputs.npz", **feeds)
     np.savez(folder / "fixtures" / "expected.npz", logits=logits, probabilities=probs,
-             top1=logits.argmax(1).astype(np.int64), above_threshold=(probs >= thresholds[None, :] if len(thresholds) == probs.shape[1] else probs >= 0.5),
+             top1=logits.argmax(1).astype(np.int64), above_threshold=flags(probs, decision_thresholds),
              decision=decide(probs, decision_thresholds))
     manifest: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
@@ -72,7 +78,7 @@ def write_bundle(folder: Path, cand: Candidate, report: dict, dataset, outputs, 
         "labels": dataset.labels,
         "confidence": {
             "temperature": m["temperature"],
-            "probabilities": "softmax(logits / temperature)",
+            "probabilities": "softmax(logits / temperature)" + _temperature_why(m),
             "thresholds": m["thresholds"],
             "decision": "top-1 = argmax(logits); class k is flagged when its calibrated probability >= thresholds.values[k] "
                         f"(one-vs-rest, tuned on the validation split for {m['thresholds']['metric']})",
@@ -142,7 +148,9 @@ def _model_card(manifest: dict, report: dict, row: dict) -> str:
              f"- Data: {report['data']['name']} (test n={report['data']['n_test']}, validation n={report['data']['n_val']})", "",
              "## Quality (test split)", "",
              f"- macro-F1 {m['macro_f1']:.4f} (95% bootstrap CI {m['macro_f1_ci'][0]:.4f}–{m['macro_f1_ci'][1]:.4f}), accuracy {m['accuracy']:.4f}",
-             f"- ECE {m['ece']:.4f} → {m['ece_recalibrated']:.4f} after temperature T = {m['temperature']:.3f} (fitted on validation)", "",
+             (f"- ECE {m['ece']:.4f} → {m['ece_recalibrated']:.4f} after temperature T = {m['temperature']:.3f} (fitted on validation)"
+              if (m.get("temperature_fit") or {}).get("applied", True) else
+              f"- ECE {m['ece']:.4f}; no temperature scaling, T = 1{_temperature_why(m)}"), "",
              "## Speed and size", "",
              f"- p50 {m['latency_p50_ms']} ms, p95 {m['latency_p95_ms']} ms, p99 {m['latency_p99_ms']} ms — {row['measured_on']['label']}",
              f"- size {m['size_mb']} MB on disk (MB = 10^6 bytes)", "",
