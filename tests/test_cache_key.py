@@ -137,3 +137,33 @@ def test_no_cache_is_on_the_api_and_cli():
 
     cli = (_P(__file__).resolve().parents[1] / "toolkit" / "cli")
     assert any("--no-cache" in p.read_text() for p in cli.glob("*.py"))
+
+
+# ----------------------------------------------------------------------------- --resume reuses verified evaluations
+def test_resume_reuses_only_verified_evaluations(demo_ctx, digits, monkeypatch):
+    """An interrupted run's finished evaluation is reused (no re-measurement); a changed outputs file is not."""
+    from toolkit.pipeline import evaluate as ev
+    from toolkit.pipeline.run import EVAL_OUTPUTS, EVAL_RECORD, Progress, evaluate_all
+
+    ctx, baseline = demo_ctx
+    args = ([baseline], baseline, digits, ctx.device, 0, "f1", Progress())
+    first, _, failures = evaluate_all(*args, resume=True)
+    assert not failures and (baseline.path.parent / EVAL_RECORD).exists()
+
+    calls = []
+    real = ev.evaluate
+    monkeypatch.setattr(ev, "evaluate", lambda *a, **k: calls.append(1) or real(*a, **k))
+    again, _, _ = evaluate_all(*args, resume=True)
+    assert calls == [] and again[0]["metrics"] == first[0]["metrics"]   # reused, not re-measured
+
+    out = baseline.path.parent / EVAL_OUTPUTS
+    import numpy as np
+
+    with np.load(out) as z:
+        val, test = z["val"].copy(), z["test"].copy()
+    test[0, 0] += 1.0                                                    # a damaged outputs file
+    np.savez(out, val=val, test=test)
+    evaluate_all(*args, resume=True)
+    assert calls == [1]                                                  # not trusted: evaluated again
+    evaluate_all(*args, resume=False)
+    assert calls == [1, 1]                                               # without --resume nothing is reused
