@@ -140,7 +140,7 @@ def test_shape_policy_from_text_data_and_fallback():
     assert fb.value("sequence") == shapes.FALLBACK_DIM == 128 and not fb.from_data
     assert fb.get().profile() == (128, 128, 128) and "fallback 128" in fb.describe()
     images = shapes.from_arrays({"x": np.zeros((4, 1, 8, 8), np.float32)})
-    assert images.from_data is False  # no token arrays: nothing to derive
+    assert images.from_data and images.dims == {} and images.describe() == "no dynamic dims besides the batch"
     assert shapes.concrete((None, "sequence"), 4, pol) == (4, 16)
     assert shapes.concrete(("batch", 3, -1), 2, fb) == (2, 3, 128)
 

@@ -77,10 +77,11 @@ def _percentile(lengths: np.ndarray, q: float) -> int:
 
 def from_arrays(inputs: Mapping[str, np.ndarray]) -> ShapePolicy:
     """The policy read from a split's named inputs: sequence = padded width of the integer 2-D (token)
-    arrays, p50/p95 from the attention mask's row sums when there is one. No token arrays: fallback()."""
+    arrays (core/modelio marks exactly those dynamic), p50/p95 from the attention mask's row sums when there
+    is one. No token arrays: no dynamic dim besides the batch."""
     tokens = {k: v for k, v in inputs.items() if v.ndim == 2 and v.dtype.kind in "iub"}
     if not tokens:
-        return fallback()
+        return ShapePolicy({}, from_data=True)  # e.g. images: every dim but the batch is fixed by the data
     width = max(int(v.shape[1]) for v in tokens.values())
     mask = next((tokens[n] for n in MASK_NAMES if n in tokens), None)
     if mask is None or mask.shape[0] == 0:

@@ -147,6 +147,11 @@ class Build(_Strict):
     status: str
     script: RelPath
     engine_dir: RelPath = ENGINE_DIR
+    # the optimization profile the command builds (pipeline/targets.py): batch (min, opt, max), per-input
+    # (min, opt, max) shapes, and which values the dynamic dims took and why (core/shapes.py)
+    batch_profile: list[int] | None = None
+    shapes: dict[str, list[list[int]]] | None = None
+    dynamic_dims: str | None = None
 
 
 class Manifest(_Strict):
