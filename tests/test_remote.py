@@ -316,3 +316,56 @@ def test_compress_bad_measure_on_fails_before_compute(tmp_path):
                                    "--measure-on", "ssh://pi:pw@jetson.local"])
     assert res.exit_code == 2 and "passwords in the address are refused" in res.output
     assert not (tmp_path / "run").exists()
+
+
+# --------------------------------------------------------------------------- the runner's other runtimes
+def test_openvino_on_device_reads_back_its_precision(ssh_server, two_onnx, tmp_path):
+    from toolkit.backends import availability
+    from toolkit.pipeline.bench import bench
+
+    ok, why = availability("openvino")
+    if not ok:
+        pytest.skip(why)
+    result = bench([two_onnx[0]], device=str(fast_profile(tmp_path)), backends=["openvino"], on=ssh_server.url(),
+                   ssh_key=ssh_server.key, known_hosts=ssh_server.known_hosts)
+    rows = [r for r in result["rows"] if r["batch"] == 1]
+    assert rows and not [s for s in result["skipped"] if s["status"] == "failed"], result["skipped"]
+    f32 = next(r for r in rows if r["precision"] == "fp32 / f32 compute")  # the hint is set and read back there
+    assert f32["kind"] == "target" and f32["runtime"].startswith("openvino") and f32["parity"]["checked"]
+    assert f32["parity"]["top1_agreement"] == 1.0 and f32["parity"]["max_abs_diff"] < 1e-3
+
+
+@pytest.mark.slow  # lowering to .pte and importing torch+executorch on the "device" take ~1 min on a busy 2-core host
+def test_executorch_pte_on_device(ssh_server, demo_ctx, tmp_path):
+    from toolkit.backends import availability
+    from toolkit.pipeline.bench import bench
+
+    ok, why = availability("executorch")
+    if not ok:
+        pytest.skip(why)
+    from toolkit.passes.executorch import ExecuTorchOptions, executorch_export
+
+    ctx, base = demo_ctx
+    pte = executorch_export(ctx, base, ExecuTorchOptions(), "et-fp32").path
+    result = bench([pte], device=str(fast_profile(tmp_path)), backends=["executorch"], on=ssh_server.url(),
+                   ssh_key=ssh_server.key, known_hosts=ssh_server.known_hosts)
+    assert result["rows"] and not result["skipped"], result["skipped"]
+    r = result["rows"][0]
+    assert r["kind"] == "target" and r["runtime"].startswith("executorch") and r["parity"]["checked"]
+    assert r["parity"]["top1_agreement"] == 1.0 and r["parity"]["max_abs_diff"] < 1e-3
+
+
+def test_cli_bench_on_prints_the_device(ssh_server, two_onnx, tmp_path):
+    from typer.testing import CliRunner
+
+    from toolkit.cli import app
+
+    res = CliRunner().invoke(app, ["bench", str(two_onnx[1]), "--device", str(fast_profile(tmp_path)), "-b", "onnxruntime",
+                                   "--on", ssh_server.url(), "--ssh-key", str(ssh_server.key),
+                                   "--known-hosts", str(ssh_server.known_hosts), "--json"])
+    assert res.exit_code == 0, res.output
+    import json
+
+    doc = json.loads(res.output[res.output.index("{"):])
+    assert doc["remote"] == f"ssh://optkit@127.0.0.1:{ssh_server.port}" and doc["stand_in_for"] is None
+    assert {r["kind"] for r in doc["rows"]} == {"target"} and {r["precision"] for r in doc["rows"]} == {"int8"}
