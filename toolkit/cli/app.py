@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from toolkit.cli import bench, bundle, calibrate, catalog, compress, predict
+from toolkit.cli import bench, bundle, calibrate, catalog, compress, predict, prepare
 from toolkit.cli.guard import GuardedGroup
 from toolkit.cli.options import Command
 
@@ -23,6 +23,7 @@ app.command(cls=Command)(bench.bench)
 app.command(cls=Command)(bundle.verify)
 app.command(cls=Command)(bundle.sign)
 app.command(cls=Command)(predict.predict)
+app.command(cls=Command)(prepare.prepare)
 app.command(cls=Command)(catalog.doctor)
 app.add_typer(catalog.devices_app, name="devices")
 app.add_typer(catalog.recipes_app, name="recipes")

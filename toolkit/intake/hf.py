@@ -73,7 +73,7 @@ def folder_sha256(folder: Path) -> str:
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
-def _quiet_transformers():
+def quiet_transformers():
     """Offline, no progress bars, warnings to the log: the terminal shows optkit's lines only."""
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
@@ -93,7 +93,7 @@ def load_tokenizer(folder: str | Path, trust: bool = False):
     if not any((folder / n).is_file() for n in TOKENIZER_FILES):
         raise CheckpointError(f"{folder}: no tokenizer files (tokenizer.json, vocab.txt, ...); save the tokenizer "
                               "next to the model with tokenizer.save_pretrained(folder)")
-    transformers = _quiet_transformers()
+    transformers = quiet_transformers()
     try:
         return transformers.AutoTokenizer.from_pretrained(str(folder), local_files_only=True, trust_remote_code=trust)
     except Exception as exc:
@@ -136,7 +136,7 @@ def load_folder(folder: str | Path, trust: bool = False) -> dict[str, Any]:
     if not has_safetensors and not trust:
         raise CheckpointError(f"{folder}: no .safetensors weights; re-save with save_pretrained(folder) "
                               "(safetensors is the default) or pass --trust-checkpoint for pickled .bin weights")
-    transformers = _quiet_transformers()
+    transformers = quiet_transformers()
     try:
         model, info = transformers.AutoModelForSequenceClassification.from_pretrained(
             str(folder), local_files_only=True, trust_remote_code=trust, use_safetensors=True if not trust else None,

@@ -63,6 +63,11 @@ def compress(checkpoint: str | Path | None = None, *, device: str = "jetson-orin
     t_start = time.time()
     timings: dict[str, float] = {}
     # 1. validate everything at the edge, before compute
+    from toolkit.intake import demo_text
+
+    if checkpoint is not None and str(checkpoint) == demo_text.DEMO:  # the text demo, prepared once (optkit prepare)
+        demo_model, demo_reviews = demo_text.resolve()
+        checkpoint, data = demo_model, (demo_reviews if data is None else data)
     prof = load_device(device)
     from toolkit.intake.hf import TRANSFORMER_RECIPE, transformer_reason
 
