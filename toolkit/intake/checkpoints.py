@@ -161,7 +161,8 @@ def load(source: str | Path | None, factory: str | None = None, trust_checkpoint
         loaded = load(path, factory=demo_factory)
         return dataclasses.replace(loaded, source=DEMO_NAME, notes=["built-in demo: digits CNN trained on scikit-learn's digits", *said])
     if str(source).startswith(BUILTIN_PREFIX):
-        raise CheckpointError(f"unknown built-in model '{source}'; the built-in demo is builtin:digits-cnn")
+        raise CheckpointError(f"unknown built-in model '{source}'; the built-in demos are builtin:digits-cnn and "
+                              "builtin:minilm-sentiment (optkit compress; run `optkit prepare minilm-sentiment` once first)")
     path = Path(source)
     if not path.exists():
         raise CheckpointError(f"{path}: checkpoint not found; check the path")
