@@ -49,8 +49,8 @@ class OpenVinoSession(Session):
         consts = [op for op in ops if op.get_type_name() == "Constant" and shape_size(op.get_output_shape(0)) > 1]
         total = sum(shape_size(op.get_output_shape(0)) for op in consts)
         low = sum(shape_size(op.get_output_shape(0)) for op in consts
-                  if str(op.get_element_type()) in ("i8", "u8", "i4", "u4"))
-        f16 = any(str(op.get_element_type()) == "f16" for op in consts)
+                  if op.get_element_type().get_type_name() in ("i8", "u8", "i4", "u4"))  # str() is "<Type: 'int8_t'>"
+        f16 = any(op.get_element_type().get_type_name() == "f16" for op in consts)
         precision = "int8" if fq else ("int8 (weights)" if low else ("fp16 (weights)" if f16 else "fp32"))
         return ArtifactFacts(format="openvino", inputs=inputs, precision=precision, quantized_ops=fq,
                              int8_weight_fraction=low / total if total else 0.0)
