@@ -235,7 +235,7 @@ def test_extra_row_keys_are_kept(tmp_path):
 
 def test_library_versions_reads_metadata_without_importing_runtimes():
     code = (
-        "import sys; from toolkit import history; v = history.library_versions();"
+        "import sys; from toolkit.output import history; v = history.library_versions();"
         "assert set(v) >= {'torch','onnx','onnxruntime','openvino','nncf','numpy'}, v;"
         "assert all(x is None or isinstance(x, str) for x in v.values());"
         "bad = [m for m in ('torch','onnxruntime','openvino','nncf','tensorrt','matplotlib') if m in sys.modules];"
@@ -246,8 +246,14 @@ def test_library_versions_reads_metadata_without_importing_runtimes():
 
 
 def test_missing_library_is_none(monkeypatch):
-    monkeypatch.setattr(history, "LIBRARIES", ("numpy", "surely-not-installed-optkit-pkg"))
-    v = history.library_versions()
+    from toolkit.core import host
+
+    monkeypatch.setattr(host, "LIBRARIES", ("numpy", "surely-not-installed-optkit-pkg"))
+    host.library_versions.cache_clear()
+    try:
+        v = history.library_versions()  # the one list (core/host), re-exported by history
+    finally:
+        host.library_versions.cache_clear()
     assert v["surely-not-installed-optkit-pkg"] is None and v["numpy"]
 
 

@@ -12,13 +12,24 @@ LIBRARIES = ["optkit", "torch", "torchao", "onnx", "onnxruntime", "openvino", "n
 
 @functools.cache
 def cpu_model() -> str:
+    """The CPU's name: x86's "model name"; on aarch64 kernels without one, "Hardware"/"Model" or the CPU part
+    number (two different Arm boards must not share a label or a history series), else the architecture."""
+    found: dict[str, str] = {}
     try:
-        for line in open("/proc/cpuinfo", encoding="utf-8"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                key, value = key.strip().lower(), value.strip()
+                if value and key not in found:
+                    found[key] = value
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    for key in ("model name", "hardware", "model", "cpu model"):
+        if key in found and not found[key].isdigit():  # x86's numeric "model" line is not a name
+            return found[key]
+    if "cpu part" in found:
+        return f"{found.get('cpu implementer', '?')}:{found['cpu part']}"
+    return platform.processor() or platform.machine() or "unknown"
 
 
 @functools.cache
@@ -109,13 +120,24 @@ def host_label() -> str:
     return f"{h['cpu']} ({h['arch']}, {h['cores']} cores)"
 
 
+# Some runtimes ship under more than one distribution name (GPU/EP builds).
+DIST_ALIASES = {
+    "onnxruntime": ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino", "onnxruntime-directml"),
+    "tensorrt": ("tensorrt", "tensorrt-cu12", "tensorrt-cu13"),
+}
+
+
 @functools.cache
 def library_versions() -> dict[str, str | None]:
-    """Installed versions, read from package metadata (never imports the runtimes)."""
+    """Installed versions, read from package metadata (dist-info files only: never imports the runtimes, so it is
+    cheap and safe where a runtime is installed but cannot load), under any of a runtime's distribution names."""
     out: dict[str, str | None] = {}
     for name in LIBRARIES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
+        out[name] = None
+        for dist in DIST_ALIASES.get(name, (name,)):
+            try:
+                out[name] = metadata.version(dist)
+                break
+            except metadata.PackageNotFoundError:
+                continue
     return out

@@ -1,4 +1,4 @@
-"""Nightly benchmark history in SQLite, and regression detection over it.
+"""Nightly benchmark history in SQLite (regression detection over it: history_trend.py, re-exported here).
 
 Why SQLite: one file CI can cache between nights, readable without optkit, and safe to
 append to from one writer. Why not a CSV: we need run-level metadata (git revision, host,
@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import platform
 import sqlite3
 import statistics
@@ -28,7 +27,10 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from toolkit.output import history_guard as guard
+from toolkit.output.history_trend import (HIGHER_IS_BETTER, MAD_TO_SIGMA, SERIES_FIELDS, assess,  # noqa: F401
+                                          detect_regressions, noise_band, series_key_dict)
 from toolkit.core.errors import ConfigError, DataError, HistoryError, OptkitError
+from toolkit.core.host import library_versions  # noqa: F401 - the one list of versions, re-exported for history users
 
 SCHEMA_VERSION = 1
 FORMAT_MARKER = "optkit-history"
@@ -45,17 +47,6 @@ ROW_METRIC_FIELDS = (
     "peak_rss_mb",
 )
 ROW_FIELDS = ROW_TEXT_FIELDS + ROW_INT_FIELDS + ROW_METRIC_FIELDS
-# For these metrics bigger is better, so a regression is a drop, not a rise.
-HIGHER_IS_BETTER = frozenset({"throughput_per_s"})
-SERIES_FIELDS = ("model", "backend", "precision", "batch", "device", "host_key")
-# Consistency constant: 1.4826 * MAD estimates the standard deviation of normal data.
-MAD_TO_SIGMA = 1.4826
-LIBRARIES = ("torch", "onnx", "onnxruntime", "openvino", "nncf", "numpy", "tensorrt")
-# Some runtimes ship under more than one distribution name (GPU/EP builds).
-_DIST_ALIASES = {
-    "onnxruntime": ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino", "onnxruntime-directml"),
-    "tensorrt": ("tensorrt", "tensorrt-cu12", "tensorrt-cu13"),
-}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -95,36 +86,6 @@ CREATE INDEX IF NOT EXISTS results_series
 
 
 # --------------------------------------------------------------------------- host facts
-def _cpu_model() -> str:
-    """CPU model name: toolkit.core.host.cpu_model() (x86's "model name"), else more /proc/cpuinfo keys.
-
-    Many aarch64 kernels have no "model name" at all, only "Hardware"/"Model" lines or the
-    CPU part number, where toolkit.core.host would fall back to the bare architecture; two
-    different Arm boards must not share a history series, so those keys are read here.
-    """
-    from toolkit.core import host as _host
-
-    name = _host.cpu_model()
-    if name and name not in (platform.machine(), platform.processor()) and not name.isdigit():
-        return name
-    found: dict[str, str] = {}
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                key, _, value = line.partition(":")
-                key, value = key.strip().lower(), value.strip()
-                if value and key not in found:
-                    found[key] = value
-    except OSError:
-        pass
-    for key in ("model name", "hardware", "model", "cpu model"):
-        if key in found and not found[key].isdigit():
-            return found[key]
-    if "cpu part" in found:
-        return f"{found.get('cpu implementer', '?')}:{found['cpu part']}"
-    return platform.processor() or platform.machine() or "unknown"
-
-
 def host_fingerprint() -> dict[str, Any]:
     """What makes latencies from two runs comparable: CPU, cores, OS, Python.
 
@@ -136,15 +97,11 @@ def host_fingerprint() -> dict[str, Any]:
     from toolkit.core import host as _host
 
     facts = _host.host()
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        usable = facts["cores"] or 1
     return {
-        "cpu_model": _cpu_model(),
+        "cpu_model": _host.cpu_model(),
         "machine": facts["arch"],
         "cores_logical": facts["cores"] or 1,
-        "cores_usable": usable,
+        "cores_usable": _host.usable_cores(),
         "os": platform.system(),
         "os_release": platform.release(),
         "python": facts["python"],
@@ -167,32 +124,6 @@ def host_key(fingerprint: dict[str, Any]) -> str:
     }
     blob = json.dumps(stable, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
-
-
-def library_versions() -> dict[str, str | None]:
-    """Installed versions of the runtimes, read from package metadata.
-
-    Starts from toolkit.core.host.library_versions() (the versions every report lists) and adds
-    the runtimes that ship under other distribution names (onnxruntime-gpu, tensorrt-cu12).
-    importlib.metadata reads dist-info files only: nothing is imported, so this is cheap
-    and safe on hosts where a runtime is installed but cannot load (TensorRT without a GPU).
-    """
-    from importlib import metadata
-
-    from toolkit.core import host as _host
-
-    versions: dict[str, str | None] = dict(_host.library_versions())
-    for lib in LIBRARIES:
-        if versions.get(lib):
-            continue
-        versions[lib] = None
-        for dist in _DIST_ALIASES.get(lib, (lib,)):
-            try:
-                versions[lib] = metadata.version(dist)
-                break
-            except metadata.PackageNotFoundError:
-                continue
-    return versions
 
 
 def git_revision(cwd: str | Path | None = None) -> str | None:
@@ -428,7 +359,7 @@ def _number(db_path, result_id, field: str, value, kind=float):
     return kind(value)
 
 
-def _check_metric(metric: str) -> None:
+def check_metric(metric: str) -> None:
     if metric not in ROW_METRIC_FIELDS:
         raise ConfigError(f"unknown metric '{metric}'; choose one of: {', '.join(ROW_METRIC_FIELDS)}")
 
@@ -439,7 +370,7 @@ def series_points(db_path: str | Path, metric: str = "latency_p50_ms") -> dict[t
     A run may bench the same configuration more than once; the median keeps one outlier
     repeat from becoming the night's number.
     """
-    _check_metric(metric)
+    check_metric(metric)
     with _connect(db_path, create=False) as con:
         cur = con.execute(
             f"SELECT r.model, r.backend, r.precision, r.batch, r.device, u.host_key,"
@@ -467,98 +398,3 @@ def series_points(db_path: str | Path, metric: str = "latency_p50_ms") -> dict[t
             pts.append(p)
         out[key] = pts
     return out
-
-
-# --------------------------------------------------------------------------- detection
-def noise_band(previous: list[float], *, min_relative: float, mad_k: float) -> tuple[float, float]:
-    """(baseline median, band half-width) from previous points.
-
-    The band is the larger of a robust noise estimate (k x 1.4826 x MAD, a sigma estimate
-    that one wild night cannot inflate the way a standard deviation would) and a relative
-    floor: with 3 quiet nights the MAD can be ~0, and sub-millisecond timings still move by
-    several percent, so a floor stops every 2% wobble from paging someone.
-    """
-    med = statistics.median(previous)
-    mad = statistics.median(abs(v - med) for v in previous)
-    return med, max(mad_k * MAD_TO_SIGMA * mad, min_relative * abs(med))
-
-
-def series_key_dict(key: tuple) -> dict[str, Any]:
-    return dict(zip(SERIES_FIELDS, key))
-
-
-def assess(
-    db_path: str | Path,
-    window: int = 5,
-    metric: str = "latency_p50_ms",
-    min_relative: float = 0.10,
-    mad_k: float = 3.0,
-) -> list[dict[str, Any]]:
-    """One finding per series, with status "regression", "ok" or "not enough history".
-
-    The latest point of each series is compared with up to `window` points before it:
-    regression if latest > median(prev) + max(mad_k*1.4826*MAD(prev), min_relative*median(prev))
-    (mirrored for throughput, where lower is worse). Fewer than 2 previous points cannot
-    give a noise estimate, so such series are reported, not judged.
-    """
-    _check_metric(metric)
-    if window < 2:
-        raise ConfigError(f"window={window}: needs at least 2 previous runs to estimate noise; use --window 2 or more")
-    from toolkit.core.bounds import check_float
-
-    # finite and bounded: NaN would compare False everywhere and flag nothing, silently
-    check_float("--min-relative", min_relative, 0, 100)
-    check_float("mad_k", mad_k, 0, 1000)
-    higher_better = metric in HIGHER_IS_BETTER
-    findings = []
-    for key, pts in sorted(series_points(db_path, metric).items(), key=lambda kv: tuple(map(str, kv[0]))):
-        latest = pts[-1]
-        prev = [p["value"] for p in pts[:-1][-window:]]
-        finding: dict[str, Any] = {
-            "series": series_key_dict(key),
-            "metric": metric,
-            "latest": latest["value"],
-            "latest_run_id": latest["run_id"],
-            "latest_timestamp": latest["timestamp"],
-            "git_revision": latest["git_revision"],
-            "model_sha256": latest["model_sha256"],
-            "threads": latest["threads"],
-            "measured_on": latest["measured_on"],
-            "n_previous": len(prev),
-            "baseline_median": None,
-            "band": None,
-            "threshold": None,
-            "ratio": None,
-        }
-        if len(prev) < 2:
-            finding["status"] = "not enough history"
-            findings.append(finding)
-            continue
-        med, band = noise_band(prev, min_relative=min_relative, mad_k=mad_k)
-        threshold = med - band if higher_better else med + band
-        worse = latest["value"] < threshold if higher_better else latest["value"] > threshold
-        finding.update(
-            baseline_median=med,
-            band=band,
-            threshold=threshold,
-            ratio=(latest["value"] / med) if med else None,
-            status="regression" if worse else "ok",
-        )
-        findings.append(finding)
-    return findings
-
-
-def detect_regressions(
-    db_path: str | Path,
-    window: int = 5,
-    metric: str = "latency_p50_ms",
-    min_relative: float = 0.10,
-    mad_k: float = 3.0,
-) -> list[dict[str, Any]]:
-    """Only the regressed series (empty list = nothing got worse), so `if detect_regressions(...)`
-    is the CI check. Series without enough history are in `assess()` and the nightly report.
-    """
-    return [
-        f for f in assess(db_path, window=window, metric=metric, min_relative=min_relative, mad_k=mad_k)
-        if f["status"] == "regression"
-    ]

@@ -19,6 +19,7 @@ from typing import Any
 from toolkit.output import history
 from toolkit.core.errors import ConfigError, OutputError
 from toolkit.output.staging import staged
+from toolkit.output.style import fmt, jinja_env, md_table
 
 from toolkit.core.paths import TEMPLATES_DIR
 TEMPLATE_NAME = "nightly.html.j2"
@@ -105,12 +106,9 @@ def _plot(points: list[dict[str, Any]], finding: dict[str, Any], path: Path, *, 
     fig.savefig(path, format="png")
 
 
-def _fmt(v: Any, digits: int = 3) -> str:
-    if v is None:
-        return "–"
-    if isinstance(v, float):
-        return f"{v:.{digits}g}" if abs(v) < 1e4 else f"{v:.0f}"
-    return str(v)
+def _fmt(v: Any) -> str:
+    """Nightly numbers span orders of magnitude (ms, ratios, throughput): 3 significant figures (style.fmt)."""
+    return fmt(v, 3, significant=True)
 
 
 def _markdown(ctx: dict[str, Any]) -> str:
@@ -126,18 +124,16 @@ def _markdown(ctx: dict[str, Any]) -> str:
         "in each row, not estimated.",
         "",
     ]
-    header = "| status | model | backend | precision | batch | device | latest | baseline | band | ratio | measured on |"
-    sep = "|---|---|---|---|---|---|---|---|---|---|---|"
     if ctx["series"]:
-        lines += ["## Series", "", header, sep]
+        rows = []
         for s in ctx["series"]:
             f = s["finding"]
             k = f["series"]
-            lines.append(
-                f"| {f['status']} | {k['model']} | {k['backend']} | {k['precision']} | {k['batch']} | {k['device']}"
-                f" | {_fmt(f['latest'])} | {_fmt(f['baseline_median'])} | {_fmt(f['band'])}"
-                f" | {_fmt(f['ratio'])} | {f['measured_on']} ({f['threads']} threads) |"
-            )
+            rows.append([f["status"], k["model"], k["backend"], k["precision"], k["batch"], k["device"],
+                         _fmt(f["latest"]), _fmt(f["baseline_median"]), _fmt(f["band"]), _fmt(f["ratio"]),
+                         f"{f['measured_on']} ({f['threads']} threads)"])
+        lines += ["## Series", "", md_table(["status", "model", "backend", "precision", "batch", "device", "latest",
+                                             "baseline", "band", "ratio", "measured on"], rows)]
         lines += ["", "## Trends", ""]
         for s in ctx["series"]:
             lines += [f"### {s['label']}", "", f"![{s['label']}](plots/{s['plot_name']})", ""]
@@ -149,11 +145,7 @@ def _markdown(ctx: dict[str, Any]) -> str:
 def _render_html(ctx: dict[str, Any]) -> str:
     import jinja2
 
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
-        autoescape=jinja2.select_autoescape(["html", "j2"]),
-        undefined=jinja2.StrictUndefined,
-    )
+    env = jinja_env()
     env.filters["fmt"] = _fmt
     try:
         template = env.get_template(TEMPLATE_NAME)
