@@ -131,6 +131,9 @@ def test_bench_on_device_labels_rows_with_the_servers_fingerprint(ssh_server, tw
         assert 0 < r["latency_p50_ms"] <= r["latency_p95_ms"] <= r["latency_p99_ms"]
         assert r["runs"] >= 12 if r["batch"] == 1 else r["runs"] >= 20
         assert len(r["round_p50_ms"]) == r["rounds"] >= 2 and r["peak_rss_mb"] >= 0
+        # the device's load and round spread are judged by the host's contention rule, and said
+        assert isinstance(r["contended"], bool) and (r["contention_reason"] != "") == r["contended"]
+        assert " ".join(expected["isa"]) in r["measured_on"]  # ISA flags read on the device, in the label
         # parity checked on the device: its outputs match this host's for the same file and runtime
         p = r["parity"]
         assert p["checked"] and p["rows"] == 16 and p["top1_agreement"] == 1.0 and p["max_abs_diff"] < 1e-4

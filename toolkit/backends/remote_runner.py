@@ -219,10 +219,16 @@ class _ExecuTorch:
         _unsafe_reset_threadpool(int(threads))
         self.method = Runtime.get().load_program(path).load_method("forward")
         self.names, self.torch, self.np = list(options.get("input_names") or []), torch, np
+        self.max_batch = options.get("max_batch")
         self.described = {"runtime": f"executorch {metadata.version('executorch')} XNNPACK"}
 
     def infer(self, feeds):
         names = self.names or list(feeds)
+        n = len(feeds[names[0]])
+        if self.max_batch and n > self.max_batch:  # memory is planned up to the program's max batch: run in chunks
+            step = int(self.max_batch)
+            return self.np.concatenate([self.infer({k: v[i:i + step] for k, v in feeds.items()})
+                                        for i in range(0, n, step)])
         out = self.method.execute([self.torch.from_numpy(self.np.ascontiguousarray(feeds[k])) for k in names])
         return self.np.asarray(out[0].numpy(), dtype=self.np.float32)
 
@@ -239,6 +245,20 @@ def _rss_mb() -> float:
         import resource
 
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3  # peak, KB on Linux
+
+
+def loads() -> dict:
+    """Load average and (steal, total) CPU jiffies now: the shape toolkit.pipeline.measure.contention reads."""
+    try:
+        load = float(_read("/proc/loadavg").split()[0])
+    except (IndexError, ValueError):
+        load = None
+    try:
+        values = [int(v) for v in _read("/proc/stat").splitlines()[0].split()[1:]]
+        cpu_times = [values[7], sum(values[:8])]  # user nice system idle iowait irq softirq steal
+    except (IndexError, ValueError):
+        cpu_times = None
+    return {"load": load, "cpu_times": cpu_times}
 
 
 def _tile(np, feeds, batch):
@@ -275,11 +295,14 @@ def _time(np, session, feeds_by_batch, warmup, calls, rounds):
     out = []
     for b, t in times.items():
         ms = t * 1e3
+        medians = [float(np.median(r)) for r in ms]
+        mid = float(np.median(medians))
         out.append({"batch": b, "latency_p50_ms": round(float(np.percentile(ms, 50)), 4),
                     "latency_p95_ms": round(float(np.percentile(ms, 95)), 4),
                     "latency_p99_ms": round(float(np.percentile(ms, 99)), 4),
                     "latency_mean_ms": round(float(ms.mean()), 4), "runs": int(ms.size), "warmup": warmup[b],
-                    "rounds": rounds, "round_p50_ms": [round(float(np.median(r)), 4) for r in ms]})
+                    "rounds": rounds, "round_p50_ms": [round(m, 4) for m in medians],
+                    "round_spread": round((max(medians) - min(medians)) / mid, 4) if mid > 0 else 0.0})
     return out
 
 
@@ -299,13 +322,16 @@ def run_task(np, task: dict, job: dict, folder: str) -> dict:
                                         task.get("precision", ""))
     rss_loaded = _rss_mb()
     outputs = _outputs(np, session, fixture, int(static) if static else min(16, len(next(iter(fixture.values())))))
+    before = loads()
     timing = _time(np, session, {b: _tile(np, one, b) for b in batches}, warmup, calls, rounds)
+    after = loads()
     rss_after = _rss_mb()
     described = session.described
     del session
     gc.collect()
     return {"id": task["id"], "backend": task["backend"], "threads": threads, "described": described,
             "rss_growth_mb": round(max(0.0, max(rss_loaded, rss_after) - rss0), 2), "timing": timing,
+            "loads_before": before, "loads_after": after,
             "outputs": outputs.astype(np.float32).tolist(), "error": None}
 
 

@@ -33,7 +33,19 @@ NOT_ON_DEVICE = "torch eager is a host reference; devices run the exported artif
 def device_label(fp: dict) -> str:
     board = f", {fp['board']}" if fp.get("board") else ""
     gpus = "".join(f", {a['name']}" for a in fp.get("accelerators") or [])
-    return f"{fp.get('cpu')} ({fp.get('arch')}, {fp.get('cores')} cores{board}{gpus})"
+    isa = f"; {' '.join(fp['isa'])}" if fp.get("isa") else ""
+    return f"{fp.get('cpu')} ({fp.get('arch')}, {fp.get('cores')} cores{board}{gpus}{isa})"
+
+
+def device_contention(r: dict, fp: dict) -> tuple[bool, str]:
+    """Was the device busy while it timed this artifact? The host's rule (pipeline/measure.py), on the device's
+    load, steal time and round spread."""
+    from toolkit.pipeline.measure import contention
+
+    if not r.get("loads_before") or not r.get("loads_after"):
+        return False, ""
+    return contention(r["loads_before"], r["loads_after"], {t["batch"]: t for t in r["timing"]},
+                      int(fp.get("usable_cores") or fp.get("cores") or 1))
 
 
 def _modes(backend: str, fmt: str, fixed: dict, fp: dict) -> list[dict]:
@@ -181,6 +193,7 @@ def _bench_rows(item, backend: str, r: dict, prof, fp: dict, target: RemoteTarge
     described = r.get("described") or {}
     runtime = described.get("runtime") or backend
     precision = session_class(backend).precision_label(item.candidate.precision, described)
+    contended, why = device_contention(r, fp)
     rows = []
     for t in r["timing"]:
         b = t["batch"]
@@ -190,7 +203,8 @@ def _bench_rows(item, backend: str, r: dict, prof, fp: dict, target: RemoteTarge
             **{k: t[k] for k in ("latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "latency_mean_ms")},
             "throughput_per_s": round(b / (t["latency_p50_ms"] / 1e3), 1) if t["latency_p50_ms"] else None,
             "peak_rss_mb": r["rss_growth_mb"], "memory": MEMORY_NOTE, "runs": t["runs"], "warmup": t["warmup"],
-            "rounds": t["rounds"], "round_p50_ms": t["round_p50_ms"], "device": prof.name,
+            "rounds": t["rounds"], "round_p50_ms": t["round_p50_ms"], "round_spread": t.get("round_spread"),
+            "contended": contended, "contention_reason": why, "isa": fp.get("isa") or [], "device": prof.name,
             "measured_on": (f"{device_label(fp)} · {runtime} · {r['threads']} threads · batch {b} · {t['runs']} runs"
                             f" · measured on the target {target.address}"),
             "kind": "target", "runtime": runtime, "stand_in_for": None, "inputs": item.inputs_from,
@@ -267,6 +281,7 @@ def _apply(row: dict, r: dict, fp: dict, target: RemoteTarget, par: dict) -> Non
     m["rss_growth_mb"] = r["rss_growth_mb"]
     described = r.get("described") or {}
     runtime = described.get("runtime") or row["backend"]
+    contended, why = device_contention(r, fp)
     row["measured_on"] = {
         **{k: v for k, v in described.items() if k not in ("runtime",)}, "runtime": runtime,
         "kind": "target", "host": device_label(fp), "backend": row["backend"], "threads": r["threads"], "batch": one["batch"],
@@ -275,7 +290,9 @@ def _apply(row: dict, r: dict, fp: dict, target: RemoteTarget, par: dict) -> Non
                   f"batch {one['batch']}, {one['runs']} runs in {one['rounds']} rounds"),
         "cpu": fp.get("cpu"), "isa": fp.get("isa") or [], "usable_cores": fp.get("usable_cores"),
         "device": fp, "remote": target.address, "rounds": one["rounds"], "round_p50_ms": one["round_p50_ms"],
-        "host_timing": host_timing, "device_parity": par,
+        "host_timing": host_timing, "device_parity": par, "round_spread": one.get("round_spread"),
+        "contended": contended, "contention_reason": why,
+        "load_average": (r.get("loads_before") or {}).get("load"),
     }
 
 
