@@ -308,6 +308,8 @@ def test_compress_measures_candidates_on_the_device(ssh_server, tmp_path):
     assert any(k.name == "measured_on_target" and not k.ok for k in torch.checks)
     assert result.report.selection.speed_key == "latency_p95_ms" and result.report.selected in ("onnx-fp32", "ort-int8")
     assert load_report(result.run_dir / "report" / "report.json").candidate("ort-int8").measured_on.device.id == expected["id"]
+    md = (result.run_dir / "report" / "report.md").read_text()
+    assert f"**measured on the target** {address}" in md and "Every latency here was measured on this host" not in md
 
 
 def test_compress_bad_measure_on_fails_before_compute(tmp_path):
