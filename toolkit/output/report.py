@@ -32,32 +32,79 @@ def _env():
 
 def plot_tradeoff(rows: list[dict], selected: str | None, path: Path, speed_key: str = "latency_p95_ms",
                   speed_label: str = "p95 latency, ms (measured on this host, batch 1)") -> None:
-    """Size vs the run's speed key (the one selection used), colour = macro-F1; front ringed, selection starred."""
-    plt = pyplot()
+    """Size vs the run's speed key (the one selection used); marker = status (as on the interactive chart).
 
+    No colourbar: macro-F1 differences between candidates are often in the 4th decimal, and a colourbar
+    then reads the same value at every tick; F1 is in the table and the chart's hover instead.
+    """
+    from matplotlib.ticker import FuncFormatter
+
+    from toolkit.output.chart import status_of
+
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 5.2))
     missing = [r["id"] for r in rows if r["metrics"].get(speed_key) is None]  # e.g. no estimate for a torch file
     rows = [r for r in rows if r["metrics"].get(speed_key) is not None]
-    xs = [r["metrics"][speed_key] for r in rows]
-    ys = [r["metrics"]["size_mb"] for r in rows]
-    f1 = [r["metrics"]["macro_f1"] for r in rows]
-    sc = ax.scatter(xs, ys, c=f1, cmap="viridis", s=70, zorder=3)
-    fig.colorbar(sc, ax=ax, label="macro-F1 (test)", format="%.4f")
-    for r, x, y in zip(rows, xs, ys):
-        if r.get("on_front"):
-            ax.scatter([x], [y], s=230, facecolors="none", edgecolors="tab:red", linewidths=1.5, zorder=2)
-        if r["id"] == selected:
-            ax.scatter([x], [y], marker="*", s=380, c="gold", edgecolors="black", zorder=4)
-        ax.annotate(r["id"], (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
-    ax.set_xlabel(speed_label + (f" — not shown, no value: {', '.join(missing)}" if missing else ""), fontsize=8 if missing else None)
+    styles = {"other": dict(marker="o", s=60, c="#4C78A8", label="meets budgets, not chosen"),
+              "fails": dict(marker="x", s=60, c="#9a9a9a", label="fails a budget or gate"),
+              "front": dict(marker="o", s=230, facecolors="none", edgecolors="#d62728", linewidths=1.5,
+                            label="Pareto front"),
+              "selected": dict(marker="*", s=380, c="#f2b701", edgecolors="black", label="selected")}
+    for key, style in styles.items():
+        pts = [r for r in rows if key in status_of(r, selected)]
+        if pts:
+            ax.scatter([r["metrics"][speed_key] for r in pts], [r["metrics"]["size_mb"] for r in pts],
+                       zorder={"front": 2, "selected": 4}.get(key, 3), **style)
+    _label_points(ax, rows, speed_key)  # points at the same place get one stacked label, not overprinted ones
+    ax.set_xlabel(speed_label + (f" — not shown, no value: {', '.join(missing)}" if missing else ""),
+                  fontsize=8 if missing else None)
     ax.set_ylabel("size on disk, MB")
-    ax.set_yscale("log")
-    ax.set_xscale("log")  # torch eager and int8 ORT differ by 10-100x: a linear axis hides the front
-    ax.set_title("Size–speed–F1 trade-off (red ring: Pareto front, star: selected)")
+    xs = [r["metrics"][speed_key] for r in rows] or [1.0]
+    ys = [r["metrics"]["size_mb"] for r in rows] or [1.0]
+    # log only when values span a decade (torch eager vs int8 ORT can be 10-100x); plain tick labels either way
+    if max(xs) / max(min(xs), 1e-12) > 10:
+        ax.set_xscale("log")
+    if max(ys) / max(min(ys), 1e-12) > 10:
+        ax.set_yscale("log")
+    plain = FuncFormatter(lambda v, _: f"{v:.3g}")
+    for a in (ax.xaxis, ax.yaxis):
+        a.set_major_formatter(plain)
+        a.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+    ax.margins(0.12)
+    ax.set_title("Size–speed trade-off")
+    ax.legend(loc="best", fontsize=8, framealpha=0.9)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # tight: labels near the edge are kept, not clipped
     plt.close(fig)
+
+
+def _label_points(ax, rows: list[dict], speed_key: str) -> None:
+    """Each point's id; ids of points within a few pixels of each other are joined into one label."""
+    groups: list[list[dict]] = []
+    ax.figure.canvas.draw()  # transforms are final only after a draw (log scales, margins)
+    trans = ax.transData.transform
+    for r in sorted(rows, key=lambda r: (r["metrics"]["size_mb"], r["metrics"][speed_key])):
+        p = trans((r["metrics"][speed_key], r["metrics"]["size_mb"]))
+        for g in groups:
+            q = trans((g[0]["metrics"][speed_key], g[0]["metrics"]["size_mb"]))
+            if abs(p[0] - q[0]) < 40 and abs(p[1] - q[1]) < 12:
+                g.append(r)
+                break
+        else:
+            groups.append([r])
+    placed: list[tuple[float, float, float, float]] = []  # label boxes in pixels, to keep labels apart
+    for g in groups:
+        text = "\n".join(r["id"] for r in g)
+        x, y = trans((g[0]["metrics"][speed_key], g[0]["metrics"]["size_mb"]))
+        w, h = 6.0 * max(len(r["id"]) for r in g), 12.0 * len(g)  # ~8 pt text at 110 dpi
+        dy = 4.0
+        while any(x < bx + bw and bx < x + w and y + dy < by + bh and by < y + dy + h for bx, by, bw, bh in placed):
+            dy += 12.0
+        placed.append((x, y + dy, w, h))
+        ax.annotate(text, (g[0]["metrics"][speed_key], g[0]["metrics"]["size_mb"]), textcoords="offset pixels",
+                    xytext=(8, dy), fontsize=8, va="bottom", annotation_clip=False,
+                    arrowprops=dict(arrowstyle="-", color="#999", lw=0.6) if dy > 16 else None)
 
 
 def plot_f1_deltas(rows: list[dict], tolerance: float, path: Path) -> None:
@@ -135,4 +182,9 @@ def write_report(folder: Path, report: dict, dataset, outputs: dict) -> None:
     ctx = {"r": report, "plots": plots, "sections": sections}
     (folder / "report.md").write_text(env.get_template("report.md.j2").render(**ctx))
     embedded = {k: "data:image/png;base64," + base64.b64encode((folder / v).read_bytes()).decode() for k, v in plots.items()}
+    from toolkit.output.chart import tradeoff_html
+
+    speed = report.get("selection") or {}
+    ctx["chart"] = tradeoff_html(report["candidates"], report.get("selected"), speed.get("speed_key", "latency_p95_ms"),
+                                 speed.get("speed_label", "p95 latency"))
     (folder / "index.html").write_text(env.get_template("report.html.j2").render(embedded=embedded, **ctx))

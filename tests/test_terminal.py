@@ -1,0 +1,140 @@
+"""What a person sees on the terminal (issue 15): an 80-column table, quiet libraries, early errors.
+
+The compress runs here are real processes (`python -m toolkit.cli`): C++ prints and library loggers
+write to file descriptors, which only a real process shows.
+"""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from toolkit.cli.app import app
+
+ROOT = Path(__file__).resolve().parent.parent
+runner = CliRunner()
+# export + a percentile calibrator: torch.export's "torchvision is not installed" log lines and pytree
+# FutureWarning, ORT's calibration prints ("Collecting tensor data", "Finding optimal threshold")
+NOISY = """name: noisy
+steps:
+  - {id: onnx-fp32, pass: export_onnx}
+  - {id: ort-int8-percentile-calibrated-long-id, pass: ort_static_int8, from: onnx-fp32,
+     options: {calibration: percentile, per_channel: true, activations: uint8}}
+"""
+# what third-party output looks like: glog/absl prefixes, Python warnings, the libraries' own phrases
+THIRD_PARTY = re.compile(r"^[WIEF]\d{4} \d\d:|Warning\b|warnings\.warn|torchvision|Collecting tensor data|"
+                         r"Finding optimal threshold|Number of (tensors|histogram bins)|^Percentile|onnxruntime::|"
+                         r"nncf|neural_compressor|torchao|executorch|openvino|\[W[0-9]|Traceback")
+OPTKIT_TABLE_MARKS = ("★", "✓", "✗")
+
+
+@pytest.fixture(scope="module")
+def noisy_run(tmp_path_factory, demo_run):
+    """demo_run: the session's demo checkpoint is trained and cached; --seed 7: the passes are not (they must run)."""
+    w = tmp_path_factory.mktemp("terminal")
+    (w / "noisy.yaml").write_text(NOISY)
+    out = w / "run"
+    env = {**os.environ, "COLUMNS": "80", "PYTHONWARNINGS": "default"}
+    env.pop("FORCE_COLOR", None)
+    p = subprocess.run([sys.executable, "-m", "toolkit.cli", "compress", "--device", "jetson", "--recipe",
+                        str(w / "noisy.yaml"), "--out", str(out), "--seed", "7"], cwd=str(ROOT), env=env, capture_output=True,
+                       text=True, timeout=600)
+    return p, out
+
+
+def test_compress_table_fits_80_columns(noisy_run):
+    p, out = noisy_run
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    table = [ln for ln in lines if ln.rstrip().endswith(OPTKIT_TABLE_MARKS)]
+    assert len(table) == 3, p.stdout  # torch-fp32, onnx-fp32 and the long-id int8 row: one line each
+    assert table[0].split()[0] != "torch-fp32"  # the selected row comes first
+    too_wide = [ln for ln in lines if len(ln) > 80]
+    assert not too_wide, too_wide
+    assert "was selected:" in p.stdout and f"report: {out.resolve()}/report/index.html" in p.stdout
+    assert lines[-1].startswith("done in") and lines[-1].endswith("exit 0")
+
+
+def test_terminal_holds_no_third_party_line_and_the_log_does(noisy_run):
+    p, out = noisy_run
+    assert p.returncode == 0, p.stderr
+    leaked = [ln for ln in (p.stdout + p.stderr).splitlines() if THIRD_PARTY.search(ln)]
+    assert not leaked, leaked
+    assert p.stderr.strip() == "", p.stderr
+    log = (out / "logs" / "optkit.log").read_text()
+    # the noise was there, and went to the run's log: Python logging, a captured warning, a C-level print
+    assert "torchvision is not installed" in log
+    assert "Warning" in log
+    assert "Finding optimal threshold" in log or "Collecting tensor data" in log
+    # each step said what it was doing, with the elapsed time
+    assert re.search(r"^\s+\d+\.\ds\s+passes 2/2 · ort-int8-percentile-calibrated-long-id", p.stdout, re.M), p.stdout
+    assert re.search(r"^\s+\d+\.\ds\s+evaluate \d/3 · onnx-fp32", p.stdout, re.M), p.stdout
+
+
+def _timed(args: list[str]):
+    t0 = time.perf_counter()
+    r = runner.invoke(app, args)
+    return r, time.perf_counter() - t0
+
+
+def test_input_mistakes_fail_before_any_slow_step(tmp_path, monkeypatch):
+    """A forgotten --data, a missing data file, a held lock: said before the checkpoint is opened (< 1 s)."""
+    from toolkit.intake import checkpoints
+
+    def never(*a, **k):
+        raise AssertionError("the checkpoint was opened before the inputs were checked")
+
+    monkeypatch.setattr(checkpoints, "load", never)
+    ckpt = tmp_path / "model.safetensors"
+    ckpt.write_bytes(b"\0" * 16)
+    base = ["compress", str(ckpt), "--model-factory", "toolkit.intake.demo:digits_cnn", "--device", "jetson"]
+    runner.invoke(app, ["devices", "show", "jetson"])  # imports warmed: the timing below is the checks only
+
+    r, s = _timed(base + ["--out", str(tmp_path / "a")])
+    assert r.exit_code == 2 and "no data given" in r.stderr and "--data" in r.stderr, r.output
+    assert s < 1.0, s
+
+    r, s = _timed(base + ["--data", str(tmp_path / "missing.npz"), "--out", str(tmp_path / "b")])
+    assert r.exit_code == 2 and "missing.npz" in r.stderr and "not found" in r.stderr, r.output
+    assert s < 1.0, s
+
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / ".c.optkit.lock").write_text(str(holder.pid))
+        r, s = _timed(base + ["--data", str(tmp_path / "missing.npz"), "--out", str(tmp_path / "c")])
+        assert r.exit_code == 2 and f"pid {holder.pid}" in r.stderr and "another optkit run" in r.stderr, r.output
+        assert s < 1.0, s
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_flags_are_shown_as_flags():
+    r = runner.invoke(app, ["compress", "--help"], env={"COLUMNS": "120"})
+    assert r.exit_code == 0
+    for flag in ("--overwrite", "--resume", "--trust-checkpoint", "--json", "--verbose", "--help"):
+        line = next(ln for ln in r.stdout.splitlines() if flag in ln)
+        assert "<bool>" not in line, line
+
+
+def test_devices_show_is_a_readable_table():
+    r = runner.invoke(app, ["devices", "show", "jetson"], env={"COLUMNS": "80"})
+    assert r.exit_code == 0
+    assert "{" not in r.stdout and "p95 latency (ms)" in r.stdout and "timed calls" in r.stdout
+    assert max(len(ln) for ln in r.stdout.splitlines()) <= 80
+
+
+def test_verify_json_is_json_on_failure_too(tmp_path):
+    import json
+
+    r = runner.invoke(app, ["verify", str(tmp_path), "--json"])
+    assert r.exit_code == 3
+    body = json.loads(r.stdout)
+    assert body["ok"] is False and "no manifest.json" in body["error"] and body["exit_code"] == 3
