@@ -26,8 +26,15 @@ def _check_decisions(folder: Path, manifest, got: np.ndarray) -> int:
         expected = z["decision"]
     conf = manifest.confidence
     thresholds = getattr(conf, "decision_thresholds", None) or conf.thresholds["values"]
-    probs = softmax(got, conf.temperature)
-    mine = decide(probs, thresholds)
+    try:
+        probs = softmax(got, conf.temperature)
+        mine = decide(probs, thresholds)
+    except ValueError as exc:  # a manifest whose temperature or thresholds do not fit the model's outputs
+        raise GateFailed(f"{show(folder / 'manifest.json')}: confidence cannot decide the fixtures ({exc}); "
+                         "re-create the bundle") from None
+    if mine.shape != expected.shape:
+        raise GateFailed(f"{show(folder / manifest.fixtures.expected)}: {expected.shape[0]} recorded decisions for "
+                         f"{mine.shape[0]} fixture rows; re-create the bundle")
     near = np.abs(probs[:, 1] - thresholds[0]) < _DECISION_MARGIN if probs.shape[1] == 2 else np.zeros(len(mine), bool)
     differ = int(((mine != expected) & ~near).sum())
     if differ:
