@@ -310,6 +310,8 @@ def test_compress_measures_candidates_on_the_device(ssh_server, tmp_path):
     assert load_report(result.run_dir / "report" / "report.json").candidate("ort-int8").measured_on.device.id == expected["id"]
     md = (result.run_dir / "report" / "report.md").read_text()
     assert f"**measured on the target** {address}" in md and "Every latency here was measured on this host" not in md
+    html = (result.run_dir / "report" / "index.html").read_text()
+    assert f"<b>measured on the target</b> {address}" in html and "<b>measured on this host</b>" not in html
 
 
 def test_compress_bad_measure_on_fails_before_compute(tmp_path):
