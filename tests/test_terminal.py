@@ -138,3 +138,33 @@ def test_verify_json_is_json_on_failure_too(tmp_path):
     assert r.exit_code == 3
     body = json.loads(r.stdout)
     assert body["ok"] is False and "no manifest.json" in body["error"] and body["exit_code"] == 3
+
+
+def test_ctrl_c_in_a_real_process_says_interrupted(tmp_path):
+    import signal
+
+    env = {**os.environ, "COLUMNS": "80"}
+    p = subprocess.Popen([sys.executable, "-m", "toolkit.cli", "compress", "--device", "jetson", "--out",
+                          str(tmp_path / "run")], cwd=str(ROOT), env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as in a terminal
+    try:
+        for line in p.stdout:  # interrupt once the run has started working
+            if "start ·" in line:
+                break
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=120)
+    finally:
+        p.kill()
+    assert p.returncode == 130 and err.strip().splitlines() == ["interrupted"], err
+    assert not (tmp_path / "run").exists() and not list(tmp_path.glob(".run.optkit*"))
+
+
+def test_python_api_returns_the_typed_result(demo_run):
+    """The README's example: the selected candidate's own numbers, not candidates[0] (the baseline)."""
+    from toolkit.core.result import CandidateResult
+
+    s = demo_run.selected
+    assert isinstance(s, CandidateResult) and s.id == demo_run.report.selected != demo_run.baseline.id
+    assert demo_run.candidate(s.id) is s and 0 < s.metrics.macro_f1 <= 1 and s.metrics.size_mb > 0
+    assert demo_run.report_path.name == "index.html" and demo_run.report_path.exists()
