@@ -376,3 +376,28 @@ def test_cli_bench_on_prints_the_device(ssh_server, two_onnx, tmp_path):
     doc = json.loads(res.output[res.output.index("{"):])
     assert doc["remote"] == f"ssh://optkit@127.0.0.1:{ssh_server.port}" and doc["stand_in_for"] is None
     assert {r["kind"] for r in doc["rows"]} == {"target"} and {r["precision"] for r in doc["rows"]} == {"int8"}
+
+
+def test_a_silent_device_times_out_in_one_line(two_onnx, tmp_path, ssh_server, monkeypatch):
+    """A port that accepts TCP but never speaks SSH: the connect timeout ends the wait, said in one line."""
+    import socket
+
+    from toolkit.pipeline import remote
+
+    monkeypatch.setattr(remote, "CONNECT_TIMEOUT_S", 1.0)
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        port = silent.getsockname()[1]
+        with pytest.raises(RemoteError) as err:
+            _bench(two_onnx[:1], ssh_server, tmp_path, on=f"ssh://optkit@127.0.0.1:{port}")
+    _one_line(err.value, f"127.0.0.1:{port}")
+    assert "no answer while connecting (timed out)" in str(err.value), err.value
+
+
+def test_import_toolkit_does_not_import_asyncssh():
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-c", "import toolkit, sys; print('asyncssh' in sys.modules)"],
+                         capture_output=True, text=True, timeout=WAIT_S, check=True).stdout
+    assert out.strip() == "False"

@@ -131,7 +131,7 @@ async def _session(target: RemoteTarget, plan, backends: str, run_timeout: float
     conn = None
     folder = None
     try:
-        conn = await asyncio.wait_for(asyncssh.connect(**_connect_options(target)), CONNECT_TIMEOUT_S + 5)
+        conn = await asyncio.wait_for(asyncssh.connect(**_connect_options(target)), 2 * CONNECT_TIMEOUT_S)
         step = "making a temp folder"
         folder = (await _run(conn, target, [target.python, "-c",
                                             "import tempfile; print(tempfile.mkdtemp(prefix='optkit-'))"],
