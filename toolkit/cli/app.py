@@ -2,7 +2,7 @@
 (compress, bench, bundle, calibrate, catalog); render.py is how output looks, quiet.py keeps libraries quiet.
 
 Exit codes: 0 ok, 1 `report nightly` found a regression, 2 bad input/config, 3 no candidate met the gates or a
-bundle failed verification, 4 backend unavailable, 70 internal error (traceback in a log file), 130 interrupted.
+bundle failed verification, 4 backend unavailable or ssh:// device unusable, 70 internal error (traceback in a log file), 130 interrupted.
 """
 from __future__ import annotations
 
