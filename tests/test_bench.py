@@ -128,3 +128,21 @@ def test_history_gets_the_rows(demo_run, tmp_path):
     points = history.series_points(db)
     assert len(points) == 2 and all(len(p) == 1 for p in points.values())
     assert np.isfinite([p[0]["value"] for p in points.values()]).all()
+
+
+def test_compress_candidates_carry_the_one_measured_on_record(demo_run):
+    """evaluate and bench share pipeline/measure.py: the same provenance fields on every candidate."""
+    from toolkit.core.host import isa_features
+
+    for c in demo_run.report.candidates:
+        mo = c.measured_on
+        assert mo.kind in ("target", "stand-in") and mo.rounds and mo.rounds >= 2 and len(mo.round_p50_ms) == mo.rounds
+        assert mo.isa == isa_features() and mo.usable_cores and mo.runtime
+        assert mo.contended == bool(mo.contention_reason) and (("CONTENDED" in mo.label) == mo.contended)
+        assert f"{mo.runs} runs in {mo.rounds} rounds" in mo.label
+        m = c.metrics
+        assert m.latency_p95_quietest_round_ms is not None and m.latency_p50_ms <= m.latency_p95_ms
+        assert all(t.batch > 1 and t.runs >= 20 for t in m.throughput)
+        for chk in c.checks:  # a latency budget failed on a contended measurement says so
+            if chk.name == "latency_p95_ms" and chk.status == "fail" and mo.contended:
+                assert "contended host" in chk.reason
