@@ -15,6 +15,7 @@ from typing import TextIO
 import typer
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from toolkit.core.errors import OptkitError
@@ -95,13 +96,13 @@ class LineProgress:
 
     def step(self, label: str) -> None:
         where = f"{self._stage} {self._done + 1}/{self._total}" if self._stage else "start"
-        self._line(f"  {where} · {label}")
+        self._line(f"  {where} · {escape(label)}")
 
     def advance(self, label: str) -> None:
         self._done += 1
 
     def log(self, message: str) -> None:
-        self._c.print(f"         {message}", highlight=False)
+        self._line(f"    {escape(message)}", dim=True)  # "[cid] ..." is text, not rich markup
 
     def _finish_stage(self) -> None:
         if self._stage:

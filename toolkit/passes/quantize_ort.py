@@ -42,11 +42,17 @@ def preprocess(src, dst) -> None:
 class CalibrationReader:
     """CalibrationDataReader over optkit's calibration batches."""
 
-    def __init__(self, batches: list[dict]):
+    def __init__(self, batches: list[dict], say=None):
         self._it = iter(batches)
+        self._n, self._total, self._say = 0, len(batches), say
 
     def get_next(self):
-        return next(self._it, None)
+        item = next(self._it, None)
+        if item is not None and self._say is not None:
+            self._n += 1  # what the calibration is doing now: a line at each quarter, not per sample
+            if self._n == self._total or self._n % max(1, self._total // 4) == 0:
+                self._say(f"calibration sample {self._n}/{self._total}")
+        return item
 
     def __iter__(self):  # ORT's qdq_loss_debug iterates the reader
         return self._it
@@ -65,7 +71,7 @@ def quantize_static_qdq(ctx: PassContext, src, dst, opts: OrtStaticOptions) -> N
     with contextlib.redirect_stdout(sys.stderr):  # ORT's histogram calibrators print progress lines
         quantize_static(
             # batch 1: ORT's histogram calibrators (entropy, percentile) need equally shaped batches
-            str(pre), str(dst), CalibrationReader(ctx.calibration_batches(batch_size=1)),
+            str(pre), str(dst), CalibrationReader(ctx.calibration_batches(batch_size=1), say=ctx.log),
             quant_format=QuantFormat.QDQ, per_channel=opts.per_channel,
             activation_type=QuantType.QUInt8 if opts.activations == "uint8" else QuantType.QInt8,
             weight_type=QuantType.QInt8, calibrate_method=method, nodes_to_exclude=list(opts.nodes_to_exclude),
