@@ -11,7 +11,6 @@ user passes trust_checkpoint=True (`--trust-checkpoint`). There is no silent fal
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 from toolkit.backends.torch import load_pt2
 from toolkit.core.artifacts import file_sha256
 from toolkit.core.errors import CheckpointError, UnsafeCheckpoint
+from toolkit.core.factory import resolve_factory  # the one resolver (core/factory.py), shared with passes
 
 BUILTIN_PREFIX = "builtin:"
 
@@ -40,21 +40,6 @@ class LoadedModel:
     @property
     def is_builtin(self) -> bool:
         return self.source.startswith(BUILTIN_PREFIX)
-
-
-def resolve_factory(spec: str):
-    """`package.module:function` -> the callable; the user names code they own, so importing it is theirs to trust."""
-    if ":" not in spec:
-        raise CheckpointError(f"model factory '{spec}' must look like package.module:function")
-    mod_name, fn_name = spec.split(":", 1)
-    try:
-        module = importlib.import_module(mod_name)
-    except ImportError as exc:
-        raise CheckpointError(f"model factory '{spec}': cannot import {mod_name} ({exc}); put it on PYTHONPATH") from exc
-    fn = getattr(module, fn_name, None)
-    if not callable(fn):
-        raise CheckpointError(f"model factory '{spec}': {mod_name} has no function {fn_name}")
-    return fn
 
 
 def _check_finite(state: dict, path: Path) -> None:

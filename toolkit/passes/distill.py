@@ -58,7 +58,7 @@ class DistillOptions(TrainOptions):
 # --------------------------------------------------------------------------- students
 
 def _call_factory(spec: str, **kwargs):
-    from toolkit.intake.checkpoints import resolve_factory
+    from toolkit.core.factory import resolve_factory
 
     fn = resolve_factory(spec)
     try:
@@ -70,8 +70,9 @@ def _call_factory(spec: str, **kwargs):
 
 
 def _is_demo_cnn(teacher, n_classes: int) -> bool:
-    from toolkit.intake.demo import digits_cnn
+    from toolkit.core.factory import resolve_factory
 
+    digits_cnn = resolve_factory(DEMO_FACTORY)  # named like any student factory: the pass does not import intake
     ref = {k: tuple(v.shape) for k, v in digits_cnn(num_classes=n_classes).state_dict().items()}
     try:
         got = {k: tuple(v.shape) for k, v in teacher.state_dict().items()}
