@@ -401,3 +401,15 @@ def test_import_toolkit_does_not_import_asyncssh():
     out = subprocess.run([sys.executable, "-c", "import toolkit, sys; print('asyncssh' in sys.modules)"],
                          capture_output=True, text=True, timeout=WAIT_S, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_bench_on_device_records_the_devices_fingerprint_in_history(ssh_server, two_onnx, tmp_path):
+    import json
+    import sqlite3
+
+    result = _bench(two_onnx[:1], ssh_server, tmp_path, history=tmp_path / "bench.db")
+    assert result["history"]["run_id"] >= 1
+    with sqlite3.connect(tmp_path / "bench.db") as con:
+        (fp,) = con.execute("SELECT host_fingerprint FROM runs").fetchone()
+    fp = json.loads(fp)
+    assert fp["remote"] == f"ssh://optkit@127.0.0.1:{ssh_server.port}" and fp["device_fingerprint"]["id"] == result["target"]["id"]
