@@ -35,6 +35,16 @@ def artifact_sha256(files: list[Path]) -> str:
     return hashlib.sha256("".join(digests).encode()).hexdigest()
 
 
+def onnx_external_files(path: Path) -> list[Path]:
+    """The external-data files an ONNX model references (already confined to its folder by intake)."""
+    import onnx
+    from onnx.external_data_helper import ExternalDataInfo, _get_all_tensors
+
+    model = onnx.load(str(path), load_external_data=False)
+    names = {ExternalDataInfo(t).location for t in _get_all_tensors(model) if t.data_location == onnx.TensorProto.EXTERNAL}
+    return [path.parent / n for n in sorted(names)]
+
+
 @dataclasses.dataclass(frozen=True)
 class InputFacts:
     name: str

@@ -35,7 +35,7 @@ class Candidate:
         files = {p for p in folder.iterdir() if p.is_file() and (p.stem == stem or p.name.startswith(stem + "."))}
         if self.format == "onnx" and self.path.is_file():
             # external data may have any name (weights.bin); a model without its weights is not the artifact
-            from toolkit.intake.model_check import onnx_external_files
+            from toolkit.core.artifacts import onnx_external_files
 
             try:
                 files.update(p for p in onnx_external_files(self.path) if p.is_file())

@@ -165,7 +165,8 @@ def load(source: str | Path | None, factory: str | None = None, trust_checkpoint
     if suffix == ".onnx":
         import onnx
 
-        from toolkit.intake.model_check import check_onnx_domains, onnx_external_files
+        from toolkit.core.artifacts import onnx_external_files
+        from toolkit.intake.model_check import check_onnx_domains
 
         check_onnx_external_data(path)
         external = onnx_external_files(path)

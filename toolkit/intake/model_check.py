@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from toolkit.core.artifacts import onnx_external_files
 from toolkit.core.errors import CheckpointError, DataError
 
 DEFAULT_OUTPUT = "logits"
@@ -60,16 +61,6 @@ def check_onnx_domains(path: Path, model=None) -> None:
         raise CheckpointError(f"{path}: uses custom operators from domain {unknown[0]!r}"
                               + (f" (and {unknown[1:]})" if len(unknown) > 1 else "")
                               + "; ONNX Runtime cannot run them: re-export with standard ONNX operators")
-
-
-def onnx_external_files(path: Path) -> list[Path]:
-    """The external-data files an ONNX model references (already confined to its folder by intake)."""
-    import onnx
-    from onnx.external_data_helper import ExternalDataInfo, _get_all_tensors
-
-    model = onnx.load(str(path), load_external_data=False)
-    names = {ExternalDataInfo(t).location for t in _get_all_tensors(model) if t.data_location == onnx.TensorProto.EXTERNAL}
-    return [path.parent / n for n in sorted(names)]
 
 
 # ----------------------------------------------------------------------------- ONNX inputs
