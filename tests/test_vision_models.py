@@ -293,6 +293,7 @@ def test_default_recipe_int8_candidates_hold_int8(demo_run):
     assert_every_step_accounted(report)
 
 
+@pytest.mark.slow  # minutes: every engine of the recipe (INC autotune, NNCF accuracy control); 3 passed in 617 s here
 @pytest.mark.parametrize("block,form", [("mobilenet", "pt2"), ("convnext", "factory")])
 def test_x86_recipe_on_user_cnns(tmp_path, trained, digits_npz, block, form):
     """x86-engines on a bounded-batch .pt2 and on a safetensors + factory model: every step accounted for,
