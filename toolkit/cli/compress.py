@@ -9,6 +9,7 @@ import typer
 from toolkit.cli.options import json_flag, known_hosts_option, overwrite_flag, ssh_key_option, trust_flag, verbose_flag
 from toolkit.cli.quiet import quiet
 from toolkit.cli.render import LineProgress, json_errors, make_console, render_run
+from toolkit.core.errors import GateFailed
 from toolkit.core.result import RunResult
 
 DEMO_LINE = "No checkpoint given: using the built-in demo [bold]builtin:digits-cnn[/] (a CNN on scikit-learn's digits)."
@@ -16,8 +17,9 @@ DEMO_LINE = "No checkpoint given: using the built-in demo [bold]builtin:digits-c
 
 def final_line(out, result: RunResult, log: Path) -> None:
     """The last line: where the report is, where library output went, and the exit status."""
-    out.print(f"report: {result.report_path}")
-    out.print(f"bundle: {result.bundle_path or '— (nothing selected)'} · library log: {log}")
+    # paths are printed whole (soft_wrap): a path broken over two lines cannot be copied
+    out.print(f"report: {result.report_path}", soft_wrap=True)
+    out.print(f"bundle: {result.bundle_path or '— (nothing selected)'} · library log: {log}", soft_wrap=True)
     out.print(f"[green]done[/] in {result.report.timings.get('total_s', 0):.1f} s · exit 0")
 
 
@@ -54,6 +56,7 @@ def compress(
             shown.print(DEMO_LINE)
         progress = LineProgress(shown)
         progress.step("checking inputs, loading the checkpoint and the data")
+        gate: GateFailed | None = None
         try:
             result = run_compress(checkpoint, device=device, recipe=recipe, data=data, out=out,
                                   model_factory=model_factory, trust_checkpoint=trust_checkpoint, seed=seed,
@@ -61,6 +64,10 @@ def compress(
                                   resume=resume, no_cache=no_cache, output=output, text_column=text_column,
                                   label_column=label_column, measure_on=measure_on, ssh_key=ssh_key,
                                   known_hosts=known_hosts)
+        except GateFailed as exc:  # the run finished and wrote its report; nothing met the gates
+            if getattr(exc, "result", None) is None or as_json:
+                raise
+            gate, result = exc, exc.result
         finally:
             progress.close()
     log = term.move_into(result.run_dir)
@@ -69,6 +76,9 @@ def compress(
         return
     shown = make_console()
     render_run(shown, result.report, verbose)
+    if gate is not None:
+        shown.print(f"report: {result.report_path} · library log: {log}", soft_wrap=True)
+        raise gate  # the guard says the one error line and exits 3
     final_line(shown, result, log)
 
 

@@ -210,8 +210,10 @@ def compress(checkpoint: str | Path | None = None, *, device: str = "jetson-orin
         fault_point("promote")
     result = RunResult(out_path, typed)
     if selected is None:
-        raise GateFailed(f"{out_path}: no candidate met {prof.name}'s budgets and gates, so nothing was bundled; see "
-                         f"{out_path}/report/report.md for each candidate's failures, or relax the budgets in the device profile")
+        failed = GateFailed(f"{out_path}: no candidate met {prof.name}'s budgets and gates, so nothing was bundled; see "
+                            f"{out_path}/report/report.md for each candidate's failures, or relax the budgets in the device profile")
+        failed.result = result  # the report was written: the CLI still shows its table and why
+        raise failed
     return result
 
 
