@@ -181,3 +181,28 @@ def test_no_candidate_selected_still_shows_the_table_and_why(tmp_path, demo_run)
     assert f"report: {tmp_path / 'run'}/report/index.html" in r.stdout
     err = r.stderr.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and "no candidate met" in err[0], r.stderr
+
+
+def test_quiet_routes_logging_warnings_prints_and_fd_writes_to_the_log(capfd):
+    import logging
+    import warnings
+
+    from toolkit.cli.quiet import quiet
+
+    with quiet() as term:
+        warnings.warn("a library's FutureWarning", FutureWarning)
+        logging.getLogger("some.library").warning("a library's log line")
+        print("a library's print")
+        os.write(2, b"a C++ print on fd 2\n")
+        term.out.write("optkit's own line\n")
+    captured = capfd.readouterr()
+    assert "optkit's own line" in captured.out
+    assert "library" not in captured.out + captured.err and "C++" not in captured.out + captured.err
+    log = term.log_path.read_text()
+    for text in ("FutureWarning", "a library's log line", "a library's print", "a C++ print on fd 2"):
+        assert text in log, text
+    run = term.move_into(term.log_path.parent / "run-folder-missing")  # not a folder: the log stays where it is
+    assert run == term.log_path
+    (term.log_path.parent / "run").mkdir(exist_ok=True)
+    moved = term.move_into(term.log_path.parent / "run")
+    assert moved.name == "optkit.log" and "a C++ print on fd 2" in moved.read_text()

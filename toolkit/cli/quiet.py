@@ -61,14 +61,13 @@ class Terminal:
 
 def _log_file() -> Path:
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    name = f"libraries-{stamp}-{os.getpid()}.log"
     root = Path(os.environ.get("OPTKIT_CACHE_DIR") or Path.home() / ".cache" / "optkit") / "logs"
     for folder in (root, Path(tempfile.gettempdir())):
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            path = folder / name
-            path.touch()
-            return path
+            fd, name = tempfile.mkstemp(prefix=f"libraries-{stamp}-{os.getpid()}-", suffix=".log", dir=folder)
+            os.close(fd)  # unique: two commands in one second never share (or move) each other's log
+            return Path(name)
         except OSError:
             continue
     return Path(os.devnull)
@@ -132,8 +131,14 @@ def quiet(verbose: bool = False) -> Iterator[Terminal]:
         with warnings.catch_warnings():
             # every warning once per place, into the log; a library's own "ignore" filters still apply after ours
             warnings.simplefilter("default")
-            if verbose:
-                yield Terminal(real_out, real_err, path)
+            if verbose:  # logging and warnings reach the log through the root handler; the terminal too
+                shown = logging.StreamHandler(real_err)
+                shown.setLevel(logging.WARNING)
+                root.addHandler(shown)
+                try:
+                    yield Terminal(real_out, real_err, path)
+                finally:
+                    root.removeHandler(shown)
                 return
             sys.stdout.flush(), sys.stderr.flush()
             # fds 1 and 2 always: C++ prints go there even when sys.stdout is an in-process test buffer
