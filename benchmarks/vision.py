@@ -1,0 +1,254 @@
+"""Vision CNNs users bring, through the x86 recipe: wall time, peak RSS, each candidate's F1 and p50.
+
+    python benchmarks/vision.py                        # both models, x86-engines, 2 epochs
+    python benchmarks/vision.py --models mobilenet --epochs 1 --max-minutes 3
+
+Two CNNs are built here from torch.nn layers (no torchvision/timm):
+- `resnet18`: CIFAR-style ResNet-18 (BasicBlocks 64-128-256-512), ~11.2M parameters;
+- `mobilenetv3`: MobileNetV3-Small-style (depthwise + squeeze-excite + hardswish, inverted residuals), ~1.5M;
+both on 1x32x32 inputs: scikit-learn's digits (1,797 real 8x8 scans) upsampled bilinearly to 32x32, split
+60/20/20 (train/val/test), trained briefly (seeded AdamW). Each is saved the way export tutorials do it
+(`torch.export` with `Dim("batch", min=1, max=1024)`, a .pt2), then `optkit compress` runs in a child
+process with the x86-engines recipe (its search.max_minutes budget, overridable) on the x86-avx512 profile
+with a short bench (batch 1). The child's wall time and peak RSS (getrusage of the child) are recorded,
+and from its report.json each candidate's test macro-F1 and p50 latency, measured on this host.
+
+Writes benchmarks/results/vision.{json,md}.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def resnet18(classes: int = 10, in_ch: int = 1):
+    import torch.nn as nn
+
+    class Basic(nn.Module):
+        def __init__(self, cin, cout, stride):
+            super().__init__()
+            self.c1, self.b1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout)
+            self.c2, self.b2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout)
+            self.short = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+                          if stride != 1 or cin != cout else nn.Identity())
+            self.relu = nn.ReLU()
+
+        def forward(self, x):
+            return self.relu(self.b2(self.c2(self.relu(self.b1(self.c1(x))))) + self.short(x))
+
+    layers, cin = [], 64
+    for cout, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+        layers += [Basic(cin, cout, stride), Basic(cout, cout, 1)]
+        cin = cout
+    return nn.Sequential(nn.Conv2d(in_ch, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU(), *layers,
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, classes))
+
+
+def mobilenetv3(classes: int = 10, in_ch: int = 1):
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    class SE(nn.Module):
+        def __init__(self, c):
+            super().__init__()
+            self.fc1, self.fc2 = nn.Conv2d(c, max(8, c // 4), 1), nn.Conv2d(max(8, c // 4), c, 1)
+
+        def forward(self, x):
+            return x * F.hardsigmoid(self.fc2(F.relu(self.fc1(F.adaptive_avg_pool2d(x, 1)))))
+
+    class IR(nn.Module):  # inverted residual: expand 1x1, depthwise kxk (+SE), project 1x1
+        def __init__(self, cin, exp, cout, k, stride, se, act):
+            super().__init__()
+            A = nn.Hardswish if act == "hs" else nn.ReLU
+            self.body = nn.Sequential(
+                nn.Conv2d(cin, exp, 1, bias=False), nn.BatchNorm2d(exp), A(),
+                nn.Conv2d(exp, exp, k, stride, k // 2, groups=exp, bias=False), nn.BatchNorm2d(exp), A(),
+                SE(exp) if se else nn.Identity(),
+                nn.Conv2d(exp, cout, 1, bias=False), nn.BatchNorm2d(cout))
+            self.res = stride == 1 and cin == cout
+
+        def forward(self, x):
+            y = self.body(x)
+            return x + y if self.res else y
+
+    # MobileNetV3-Small's table (stride 2 stem dropped: 32x32 inputs)
+    cfg = [(16, 16, 16, 3, 2, True, "re"), (16, 72, 24, 3, 2, False, "re"), (24, 88, 24, 3, 1, False, "re"),
+           (24, 96, 40, 5, 2, True, "hs"), (40, 240, 40, 5, 1, True, "hs"), (40, 240, 40, 5, 1, True, "hs"),
+           (40, 120, 48, 5, 1, True, "hs"), (48, 144, 48, 5, 1, True, "hs"), (48, 288, 96, 5, 2, True, "hs"),
+           (96, 576, 96, 5, 1, True, "hs"), (96, 576, 96, 5, 1, True, "hs")]
+    return nn.Sequential(nn.Conv2d(in_ch, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.Hardswish(),
+                         *(IR(*c) for c in cfg), nn.Conv2d(96, 576, 1, bias=False), nn.BatchNorm2d(576), nn.Hardswish(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(576, 1024), nn.Hardswish(),
+                         nn.Linear(1024, classes))
+
+
+MODELS = {"resnet18": resnet18, "mobilenetv3": mobilenetv3}
+
+
+def digits32(seed: int = 0) -> dict:
+    """sklearn digits, upsampled to 32x32, split 60/20/20 stratified."""
+    import torch
+    import torch.nn.functional as F
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    d = load_digits()
+    x = torch.from_numpy((d.images / 16.0).astype(np.float32)[:, None])
+    x = F.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False).numpy()
+    y = d.target.astype(np.int64)
+    idx = np.arange(len(y))
+    tr, rest = train_test_split(idx, train_size=0.6, stratify=y, random_state=seed)
+    va, te = train_test_split(rest, train_size=0.5, stratify=y[rest], random_state=seed)
+    split = np.empty(len(y), dtype="<U5")
+    split[tr], split[va], split[te] = "train", "val", "test"
+    return {"x": x, "y": y, "split": split, "labels": np.array([str(i) for i in range(10)])}
+
+
+def train(model, data: dict, epochs: int, seed: int = 0, lr: float = 2e-3):
+    import torch
+    import torch.nn.functional as F
+
+    torch.manual_seed(seed)
+    tr = data["split"] == "train"
+    x, y = torch.from_numpy(data["x"][tr]), torch.from_numpy(data["y"][tr])
+    # batch 16: a deep BN net needs steps more than epochs (2 epochs at batch 64 left MobileNetV3 at chance)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    steps = epochs * ((len(y) + 15) // 16)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
+    gen = torch.Generator().manual_seed(seed)
+    model.train()
+    for _ in range(epochs):
+        for idx in torch.randperm(len(y), generator=gen).split(16):
+            opt.zero_grad()
+            F.cross_entropy(model(x[idx]), y[idx]).backward()
+            opt.step()
+            sched.step()
+    return model.eval()
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", nargs="+", choices=sorted(MODELS), default=["mobilenetv3", "resnet18"])
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--recipe", default="x86-engines")
+    ap.add_argument("--device", default="x86-avx512")
+    ap.add_argument("--max-minutes", type=float, default=None, help="override the recipe's search.max_minutes")
+    ap.add_argument("--iterations", type=int, default=50, help="bench iterations per candidate (batch 1)")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    ap.add_argument("--workdir", type=Path, default=Path("/tmp/optkit-bench-vision"))
+    args = ap.parse_args(argv)
+
+    import shutil
+
+    import torch
+    import yaml
+    from torch.export import Dim
+
+    from toolkit.core.host import host, library_versions
+    from toolkit.core.paths import DEVICES_DIR, RECIPES_DIR
+
+    shutil.rmtree(args.workdir, ignore_errors=True)
+    args.workdir.mkdir(parents=True)
+    data = digits32()
+    npz = args.workdir / "digits32.npz"
+    np.savez(npz, **data)
+    dev = yaml.safe_load((DEVICES_DIR / f"{args.device}.yaml").read_text())
+    dev["bench"].update({"batch_sizes": [1], "warmup": 10, "iterations": args.iterations})
+    dev_path = args.workdir / f"{args.device}.yaml"
+    dev_path.write_text(yaml.safe_dump(dev))
+    recipe = yaml.safe_load((RECIPES_DIR / f"{args.recipe}.yaml").read_text())
+    if args.max_minutes is not None:
+        recipe.setdefault("search", {})["max_minutes"] = args.max_minutes
+    recipe_path = args.workdir / f"{args.recipe}.yaml"
+    recipe_path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    budget_min = recipe.get("search", {}).get("max_minutes", 6.0)
+
+    rows = []
+    for name in args.models:
+        t0 = time.time()
+        model = train(MODELS[name](), data, args.epochs)
+        train_s = round(time.time() - t0, 1)
+        params = sum(p.numel() for p in model.parameters())
+        ckpt = args.workdir / f"{name}.pt2"
+        torch.export.save(torch.export.export(model, (torch.from_numpy(data["x"][:4]),),
+                                              dynamic_shapes=({0: Dim("batch", min=1, max=1024)},)), str(ckpt))
+        out = args.workdir / f"run-{name}"
+        code = ("import sys, toolkit; toolkit.compress(sys.argv[1], data=sys.argv[2], device=sys.argv[3], "
+                "recipe=sys.argv[4], out=sys.argv[5])")
+        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        t0 = time.time()
+        proc = subprocess.run([sys.executable, "-c", code, str(ckpt), str(npz), str(dev_path), str(recipe_path), str(out)],
+                              cwd=ROOT, capture_output=True, text=True)
+        wall_s = round(time.time() - t0, 1)
+        peak_mb = round(max(before, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024, 1)
+        report_path = out / "report" / "report.json"
+        if not report_path.exists():
+            rows.append({"model": name, "params": params, "train_s": train_s, "wall_s": wall_s, "peak_rss_mb": peak_mb,
+                         "error": (proc.stderr.strip().splitlines() or ["?"])[-1][:300]})
+            print(f"{name}: compress failed: {rows[-1]['error']}")
+            continue
+        rep = json.loads(report_path.read_text())
+        base = next(c for c in rep["candidates"] if c["id"] == rep["baseline"])
+        ort_fp32 = next((c for c in rep["candidates"] if c["id"] == "onnx-fp32"), None)
+        cands = [{"id": c["id"], "precision": c["precision"], "backend": c["backend"],
+                  "test_macro_f1": round(c["metrics"]["macro_f1"], 4), "latency_p50_ms": round(c["metrics"]["latency_p50_ms"], 3),
+                  "size_mb": round(c["metrics"].get("size_mb", float("nan")), 2),
+                  "fixed_by": (c.get("info") or {}).get("fixed_by")} for c in rep["candidates"]]
+        sel = next((c for c in cands if c["id"] == rep["selected"]), None)
+        rows.append({
+            "model": name, "params": params, "train_epochs": args.epochs, "train_s": train_s, "wall_s": wall_s,
+            "peak_rss_mb": peak_mb, "budget_passes_min": budget_min, "passes_s": rep.get("timings", {}).get("passes_s"),
+            "selected": rep["selected"], "fp32_test_macro_f1": round(base["metrics"]["macro_f1"], 4),
+            "selected_within_1pt": sel is not None and base["metrics"]["macro_f1"] - sel["test_macro_f1"] <= 0.01,
+            "selected_faster_than_ort_fp32": (sel is not None and ort_fp32 is not None
+                                              and sel["latency_p50_ms"] < ort_fp32["metrics"]["latency_p50_ms"]),
+            "candidates": cands,
+            "steps": [{"id": p["id"], "status": p["status"], "reason": p["reason"]} for p in rep["plan"]],
+            "measured_on": base.get("measured_on"),
+        })
+        print(f"{name}: {params / 1e6:.1f}M params, compress {wall_s:.0f} s, peak RSS {peak_mb:.0f} MB, selected {rep['selected']}")
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    meta = {"host": host(), "versions": library_versions(), "recipe": args.recipe, "device": args.device,
+            "bench": {"batch": 1, "iterations": args.iterations}, "data": "sklearn digits upsampled to 32x32 (60/20/20)"}
+    previous = args.out / "vision.json"  # rows of models run separately (--models X) are kept, newest wins
+    if previous.exists():
+        done = {r["model"] for r in rows}
+        rows = [r for r in json.loads(previous.read_text()).get("rows", []) if r["model"] not in done] + rows
+    (args.out / "vision.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2, default=str))
+    md = [f"# Vision CNNs through `{args.recipe}` ({args.device} profile, bench batch 1, {args.iterations} iterations)", "",
+          f"Host: {meta['host'].get('cpu', meta['host']) if isinstance(meta['host'], dict) else meta['host']}. "
+          "Latencies are measured on this host (a stand-in for the device unless the host matches it).", ""]
+    for r in rows:
+        md.append(f"## {r['model']} ({r['params'] / 1e6:.2f}M parameters)")
+        if "error" in r:
+            md += ["", f"compress failed: {r['error']}", ""]
+            continue
+        md += ["", f"- compress wall time {r['wall_s']} s (passes {r['passes_s']} s, budget {r['budget_passes_min']} min), "
+                   f"peak RSS {r['peak_rss_mb']} MB; training {r['train_s']} s ({r['train_epochs']} epochs)",
+               f"- selected **{r['selected']}**; fp32 test macro-F1 {r['fp32_test_macro_f1']}; within 1 pt: "
+               f"{r['selected_within_1pt']}; faster than ORT fp32: {r['selected_faster_than_ort_fp32']}", "",
+               "| candidate | precision | backend | test macro-F1 | p50 ms | size MB |", "|---|---|---|---|---|---|"]
+        md += [f"| {c['id']} | {c['precision']} | {c['backend']} | {c['test_macro_f1']} | {c['latency_p50_ms']} | {c['size_mb']} |"
+               for c in r["candidates"]]
+        not_built = [s for s in r["steps"] if s["status"] in ("skip", "failed")]
+        if not_built:
+            md += ["", "Not built: " + "; ".join(f"{s['id']} ({s['status']}: {s['reason'][:160]})" for s in not_built)]
+        md.append("")
+    (args.out / "vision.md").write_text("\n".join(md))
+    print(f"wrote {args.out / 'vision.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
