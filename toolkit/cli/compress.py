@@ -104,10 +104,15 @@ def distill(
         shown = make_console(term.out)
         progress = LineProgress(shown)
         progress.step("checking inputs, loading the teacher and the data")
+        gate: GateFailed | None = None
         try:
             result = run_distill(teacher, student, data, device, out, epochs, student_factory=student_factory,
                                  alpha=alpha, temperature=temperature, model_factory=model_factory,
                                  trust_checkpoint=trust_checkpoint, overwrite=overwrite, progress=progress)
+        except GateFailed as exc:  # report written, no student qualified: still show the table and the ablation
+            if getattr(exc, "result", None) is None:
+                raise
+            gate, result = exc, exc.result
         finally:
             progress.close()
     log = term.move_into(result.run_dir)
@@ -120,6 +125,9 @@ def distill(
         shown.print(f"Student {i['student_params']:,} params vs teacher {i['teacher_params']:,} ({i['param_ratio']:.3f}); "
                     f"best val macro-F1 with KD {i['best_val_macro_f1']:.4f}, without KD (ablation) "
                     f"{ab.get('best_val_macro_f1', float('nan')):.4f}.")
+    if gate is not None:
+        shown.print(f"report: {result.report_path} · library log: {log}", soft_wrap=True)
+        raise gate  # the guard says the one error line and exits 3
     final_line(shown, result, log)
 
 

@@ -158,8 +158,7 @@ def compact_table(report: RunReport) -> Table:
     """id, precision, backend, F1, ΔF1, p95, MB, mark: fits 80 columns with ids up to 20 characters."""
     t = Table(box=box.SIMPLE_HEAD, padding=(0, 1), collapse_padding=True, pad_edge=False, show_edge=False,
               title_justify="left",
-              title=f"{report.model.source} → {report.device.get('name', '?')}", caption=provenance(report),
-              caption_justify="left")
+              title=f"{report.model.source} → {report.device.get('name', '?')}")
     t.add_column("id", overflow="fold", max_width=24)
     t.add_column("prec", overflow="fold", max_width=12)
     t.add_column("backend", overflow="fold", max_width=10)
@@ -218,6 +217,7 @@ def why_this_one(report: RunReport) -> str:
 
 def render_run(out: Console, report: RunReport, verbose: bool = False) -> None:
     out.print(compact_table(report))
+    out.print(f"[dim]{provenance(report)}[/]")  # under the table, not its caption: a caption wraps at the table's width
     out.print(f"[dim]{LEGEND}[/]")
     if verbose:
         details(out, report)
