@@ -210,8 +210,8 @@ def main(argv=None) -> int:
             "peak_rss_mb": peak_mb, "budget_passes_min": budget_min, "passes_s": rep.get("timings", {}).get("passes_s"),
             "selected": rep["selected"], "fp32_test_macro_f1": round(base["metrics"]["macro_f1"], 4),
             "selected_within_1pt": sel is not None and base["metrics"]["macro_f1"] - sel["test_macro_f1"] <= 0.01,
-            "selected_faster_than_ort_fp32": (sel is not None and ort_fp32 is not None
-                                              and sel["latency_p50_ms"] < ort_fp32["metrics"]["latency_p50_ms"]),
+            "selected_faster_than_ort_fp32": (sel is not None and ort_fp32 is not None and sel["id"] != ort_fp32["id"]
+                                              and sel["latency_p50_ms"] < round(ort_fp32["metrics"]["latency_p50_ms"], 3)),
             "candidates": cands,
             "steps": [{"id": p["id"], "status": p["status"], "reason": p["reason"]} for p in rep["plan"]],
             "measured_on": base.get("measured_on"),

@@ -156,7 +156,12 @@ def pt2e_ptq(ctx: PassContext, parent: Candidate, opts: Pt2eOptions, cid: str) -
         except UnsupportedError as exc:
             tried.append(f"strict={strict}: {exc}")
             continue
-        prepared = prepare_pt2e(program.module(), quantizer)
+        try:
+            prepared = prepare_pt2e(program.module(), quantizer)
+        except ValueError as exc:  # torchao's annotation of some unlifted .pt2 graphs (a ResNet's residual add)
+            tried.append(f"{ctx.source or parent.path}: {qname} cannot annotate this exported graph ({exc}); pass the "
+                         "state dict with --model-factory so PT2E traces the nn.Module, or use the recipe's ORT/NNCF int8")
+            continue
         calibrate(prepared, ctx, opts.calibration_batch)
         converted = convert_pt2e(prepared)
         if quantized_nodes(converted):
