@@ -335,12 +335,18 @@ def test_steps_past_the_time_budget_are_skipped_with_that_reason(tmp_path):
 
     import toolkit
 
-    recipe = {"name": "tight", "search": {"max_minutes": 0.0001},  # 6 ms: the first step starts, the rest cannot
+    recipe = {"name": "tight", "search": {"max_minutes": 1e-9},  # 60 ns: over before any step can start
               "steps": [{"id": "onnx-fp32", "pass": "export_onnx"},
                         {"id": "ort-int8", "pass": "ort_static_int8", "from": "onnx-fp32"}]}
     path = tmp_path / "tight.yaml"
     path.write_text(yaml.safe_dump(recipe))
-    res = toolkit.compress(None, device=str(quick_device(tmp_path)), recipe=str(path), out=tmp_path / "run")
-    plan = {p["id"]: p for p in json.loads((res.run_dir / "report" / "report.json").read_text())["plan"]}
-    assert plan["onnx-fp32"]["status"] in ("built", "cached")
-    assert plan["ort-int8"]["status"] == "skip" and plan["ort-int8"]["reason"].startswith("over the recipe's time budget")
+    from toolkit.core.errors import GateFailed
+
+    try:  # the torch baseline alone may miss the profile's latency budget on a busy host: the run still finishes
+        toolkit.compress(None, device=str(quick_device(tmp_path)), recipe=str(path), out=tmp_path / "run")
+    except GateFailed:
+        pass
+    plan = {p["id"]: p for p in json.loads((tmp_path / "run" / "report" / "report.json").read_text())["plan"]}
+    assert plan["onnx-fp32"]["status"] == "skip"
+    assert plan["onnx-fp32"]["reason"] == "over the recipe's time budget (search.max_minutes: 1e-09)"
+    assert plan["ort-int8"]["status"] == "skip" and plan["ort-int8"]["reason"]  # its input never started
