@@ -97,6 +97,16 @@ def test_each_input_changes_the_key(setup, monkeypatch):
     assert len(CALLS) == 8
 
 
+def test_a_cached_entry_takes_this_steps_id(setup):
+    """The key is the work, not the name: another recipe's step with the same work is served under this step's id."""
+    ctx, parent, _ = setup
+    opts = CopyOptions(upstream="ptq")
+    first, how = run_mod.run_cached(SPEC, ctx, parent, opts, "ort-int8-minmax", ["data-sha", 0], lambda m: None)
+    assert how == "built" and first.id == "ort-int8-minmax"
+    again, how = run_mod.run_cached(SPEC, ctx, parent, opts, "ort-int8", ["data-sha", 0], lambda m: None)
+    assert how == "cached" and again.id == "ort-int8" and again.path.parent.name == "ort-int8"
+
+
 def test_irrelevant_device_fields_do_not_rebuild(setup):
     ctx, parent, _ = setup
     assert _run(ctx, parent) == "built"

@@ -6,6 +6,8 @@ torch.onnx.export(..., dynamo=True) writes by default) through compress, every p
 """
 from __future__ import annotations
 
+import re
+
 import contextlib
 import io
 import json
@@ -97,7 +99,8 @@ def _cli(*args) -> tuple[int, str]:
 def _assert_clean_failure(code: int, out: str, out_dir: Path, *fragments: str, early: bool = True) -> None:
     """Non-zero exit, the error on one line naming the fix, nothing in --out; an early failure prints only that line."""
     assert code != 0, out
-    lines = [ln for ln in out.strip().splitlines() if ln.strip()]
+    # optkit's own timestamped progress lines ("  0.0s start · ...") are not output of the failure
+    lines = [ln for ln in out.strip().splitlines() if ln.strip() and not re.match(r"^\s*\d+\.\ds ", ln)]
     assert lines and lines[-1].startswith("error:"), out
     if early:
         assert len(lines) == 1, out

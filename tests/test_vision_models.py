@@ -276,9 +276,9 @@ def test_remedy_fixes_a_collapsing_int8(tmp_path, digits, demo_model):
     assert qdq > 0 and low > 0
     ok_ptq = ctx.candidates["onnx-fp32"]  # a PTQ within the gate: skipped, said
     ctx.candidates["fine"] = ok_ptq
-    from toolkit.core.errors import UnsupportedError
+    from toolkit.core.errors import StepNotNeeded
 
-    with pytest.raises(UnsupportedError, match="meets the F1 gate"):
+    with pytest.raises(StepNotNeeded, match="meets the F1 gate"):
         int8_remedies(ctx, onnx_c, RemedyOptions(ptq_candidate="fine"), "again")
 
 

@@ -70,12 +70,12 @@ def test_qat_recovers_half_of_the_ptq_loss(setup, digits):
 
 
 def test_qat_skips_when_ptq_is_within_tolerance(setup):
-    from toolkit.core.errors import UnsupportedError
+    from toolkit.core.errors import StepNotNeeded
 
     ctx, base, _ = setup
     spec = load_all()["qat"]
     opts = spec.options.model_validate({"when": "if_ptq_misses_gate", "ptq_candidate": "ptq", "tolerance": 0.5})
-    with pytest.raises(UnsupportedError, match="skipped: PTQ candidate ptq is within tolerance"):
+    with pytest.raises(StepNotNeeded, match="PTQ candidate ptq is within tolerance"):
         spec.fn(ctx, base, opts, "qat-skip")
 
 

@@ -36,6 +36,10 @@ class UnsupportedError(OptkitError):
     """The request is valid but optkit does not support it for this model or format."""
 
 
+class StepNotNeeded(OptkitError):
+    """A conditional pass (QAT, int8 remedies) has nothing to do in this run: the step is planned as skipped, with the reason."""
+
+
 class BackendUnavailable(OptkitError):
     """A runtime cannot run on this host; the message names what is missing."""
 

@@ -32,7 +32,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from toolkit.core.candidate import Candidate
-from toolkit.core.errors import UnsupportedError
+from toolkit.core.errors import StepNotNeeded, UnsupportedError
 from toolkit.passes.base import PassContext, register_pass
 from toolkit.passes.distill import (TrainOptions, deterministic, fit, logits_of, macro_f1, predict, supervised_loss, teacher_module,
                       tensors, train_split)
@@ -64,14 +64,14 @@ def _gate(ctx: PassContext, parent: Candidate, opts: QatOptions) -> dict:
         ptq = ctx.candidates.get(opts.ptq_candidate)
         if ptq is None:
             if opts.when == "if_ptq_misses_gate":
-                raise UnsupportedError(f"skipped: PTQ candidate '{opts.ptq_candidate}' does not exist in this run "
+                raise StepNotNeeded(f"PTQ candidate '{opts.ptq_candidate}' does not exist in this run "
                                        "(it failed, was skipped, or the id is wrong)")
             return decision
         ref, got = ctx.val_macro_f1(parent), ctx.val_macro_f1(ptq)
         decision.update({"fp32_val_macro_f1": round(ref, 6), "ptq_val_macro_f1": round(got, 6),
                          "ptq_val_drop": round(ref - got, 6)})
         if opts.when == "if_ptq_misses_gate" and ref - got <= tol:
-            raise UnsupportedError(f"skipped: PTQ candidate {opts.ptq_candidate} is within tolerance (validation macro-F1 "
+            raise StepNotNeeded(f"PTQ candidate {opts.ptq_candidate} is within tolerance (validation macro-F1 "
                                    f"{got:.4f} vs fp32 {ref:.4f}, drop {ref - got:.4f} <= {tol}); QAT not needed")
     return decision
 

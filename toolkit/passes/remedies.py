@@ -23,7 +23,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from toolkit.core.candidate import Candidate
-from toolkit.core.errors import UnsupportedError
+from toolkit.core.errors import StepNotNeeded, UnsupportedError
 from toolkit.passes.base import PassContext, register_pass
 
 
@@ -51,13 +51,13 @@ def _gate(ctx: PassContext, parent: Candidate, opts: RemedyOptions) -> tuple[flo
     tol = opts.tolerance if opts.tolerance is not None else float(ctx.device.budgets.max_macro_f1_drop)
     ptq = ctx.candidates.get(opts.ptq_candidate)
     if ptq is None:
-        raise UnsupportedError(f"skipped: PTQ candidate '{opts.ptq_candidate}' does not exist in this run "
+        raise StepNotNeeded(f"PTQ candidate '{opts.ptq_candidate}' does not exist in this run "
                                "(it failed, was skipped, or the id is wrong)")
     ref, got = ctx.val_macro_f1(parent), ctx.val_macro_f1(ptq)
     decision = {"ptq_candidate": opts.ptq_candidate, "tolerance": tol, "fp32_val_macro_f1": round(ref, 4),
                 "ptq_val_macro_f1": round(got, 4), "ptq_val_drop": round(ref - got, 4), "ptq_settings": dict(ptq.info)}
     if opts.when == "if_ptq_misses_gate" and ref - got <= tol:
-        raise UnsupportedError(f"skipped: PTQ candidate {opts.ptq_candidate} meets the F1 gate (validation macro-F1 "
+        raise StepNotNeeded(f"PTQ candidate {opts.ptq_candidate} meets the F1 gate (validation macro-F1 "
                                f"{got:.4f} vs fp32 {ref:.4f}, drop {ref - got:.4f} <= {tol}); no remedy needed")
     return tol, decision
 

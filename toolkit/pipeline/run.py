@@ -14,7 +14,7 @@ from pathlib import Path
 from toolkit.core import cache
 from toolkit.core.artifacts import artifact_sha256, file_sha256
 from toolkit.core.candidate import Candidate
-from toolkit.core.errors import OptkitError
+from toolkit.core.errors import OptkitError, StepNotNeeded
 from toolkit.intake.data import Dataset
 from toolkit.passes import PassContext
 from toolkit.pipeline.devices import DeviceProfile
@@ -118,7 +118,8 @@ def run_cached(spec, ctx: PassContext, parent: Candidate, opts, cid: str, cache_
     folder = ctx.folder(cid)
     if resume and (folder / STEP_RECORD).exists():
         try:
-            return dataclasses.replace(_read_entry(folder, key, folder), trust_checkpoint=parent.trust_checkpoint), "resumed"
+            return dataclasses.replace(_read_entry(folder, key, folder), id=cid,
+                                       trust_checkpoint=parent.trust_checkpoint), "resumed"
         except ValueError as exc:
             log(f"[{cid}] the interrupted run's result cannot be reused ({exc}); rebuilding")
     for stale in folder.iterdir():  # start the step from an empty folder
@@ -126,7 +127,8 @@ def run_cached(spec, ctx: PassContext, parent: Candidate, opts, cid: str, cache_
     entry = cache.cache_dir() / "passes" / key
     if use_cache and (entry / STEP_RECORD).exists():
         try:
-            made = dataclasses.replace(_read_entry(entry, key, folder), trust_checkpoint=parent.trust_checkpoint)
+            # the key is the work, not the name: an entry another recipe cached under another step id is this step's
+            made = dataclasses.replace(_read_entry(entry, key, folder), id=cid, trust_checkpoint=parent.trust_checkpoint)
             _write_entry(folder, made, key)
             return made, "cached"
         except ValueError as exc:
@@ -251,6 +253,8 @@ def run_passes(the_plan, ctx: PassContext, rec, candidates: dict[str, Candidate]
                                    data_key, progress.log, resume=resume, use_cache=use_cache)
             candidates[p.step.id] = made
             p.status = how
+        except StepNotNeeded as exc:  # a conditional step with nothing to do: skipped, not failed
+            p.status, p.reason = "skip", str(exc)
         except OptkitError as exc:
             p.status, p.reason = "failed", str(exc)
         except Exception as exc:  # a library failing inside one pass must not sink the run: record it
