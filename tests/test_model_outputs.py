@@ -305,8 +305,8 @@ def test_external_data_fp16_and_the_bundle_carries_every_file(tmp_path, external
     assert {p.id: p.status for p in r.report.plan}["onnx-fp16"] == "built"
     # on a host whose profile has no fp16, only the fp32 baseline is left: the bundle must carry the pair
     r = toolkit.compress(model, data=data, device="x86-avx512", recipe=recipe, out=tmp_path / "x")
-    if r.selected != "onnx-fp32":
-        pytest.skip(f"selected {r.selected}; the fp32 pair is not the bundle's model here")
+    if r.report.selected != "onnx-fp32":
+        pytest.skip(f"selected {r.report.selected}; the fp32 pair is not the bundle's model here")
     manifest = json.loads((tmp_path / "x" / "bundle" / "manifest.json").read_text())
     assert manifest["model"]["files"] == ["model/model.onnx", "model/model.onnx.data"]
     assert "model/model.onnx.data" in manifest["sha256"]

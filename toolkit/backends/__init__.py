@@ -54,6 +54,18 @@ def run_split(session: Session, split, batch: int = EVAL_BATCH):
     return np.concatenate([session.infer(b) for b in split.batches(batch)]).astype(np.float32)
 
 
+def infer_file(path: Path, feeds: dict, threads: int = 1, backend: str | None = None):
+    """Logits of one batch from an artifact file through its backend's Session (a pass's parity check, say):
+    every inference goes through a Session, never a runtime called directly."""
+    from toolkit.core.candidate import Candidate
+
+    cls, fmt = reader_for(path)
+    cand = Candidate(id=Path(path).stem, path=Path(path), format=fmt, precision="as stored",
+                     backend=backend or cls.name, lineage=())
+    with open_session(cand, threads=threads) as session:
+        return session.infer(feeds)
+
+
 def availability(backend: str) -> tuple[bool, str]:
     """(usable here, why not / what runs) without raising."""
     try:
@@ -99,4 +111,4 @@ def runners(fmt: str) -> list[str]:
 
 
 __all__ = ["BACKENDS", "MODULES", "Session", "register_backend", "names", "session_class", "all_classes",
-           "open_session", "run_split", "availability", "deploy_format", "readable_suffixes", "reader_for", "inspect", "runners"]
+           "open_session", "run_split", "infer_file", "availability", "deploy_format", "readable_suffixes", "reader_for", "inspect", "runners"]

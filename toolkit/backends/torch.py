@@ -110,3 +110,27 @@ class TorchSession(Session):
         import torch
 
         return {"backend": "torch", "runtime": f"torch {torch.__version__} eager", "threads": self.threads}
+
+
+class ModuleSession(TorchSession):
+    """The torch Session over a module already in memory (a state dict built with its factory, which has no
+    .pt2 to load): same threads, inference and description as a .pt2 session."""
+
+    def __init__(self, module, input_names: list[str], threads: int):
+        from toolkit.core.candidate import Candidate
+
+        super().__init__(Candidate(id="module", path=Path("in-memory"), format="torch", precision="fp32",
+                                   backend="torch", lineage=(), runtime_options={"input_names": list(input_names)}),
+                         threads)
+        self._given = module
+
+    def load(self) -> None:
+        import torch
+
+        self._prev_threads = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+        self._module = self._given
+        self._names = list(self.candidate.runtime_options["input_names"])
+
+    def describe(self) -> dict:
+        return {**super().describe(), "runtime": super().describe()["runtime"] + " (in-process module)"}

@@ -230,15 +230,15 @@ def fit_outputs(loaded, dataset, io, output: str | None):
     feeds = {n: dataset.val.inputs[n][:PROBE_ROWS] for n in io.input_names}
     source = loaded.source
     if loaded.kind == "onnx":
-        import onnxruntime as ort
+        from toolkit.backends import open_session
+        from toolkit.core.candidate import Candidate
 
         chosen = choose_onnx_output(loaded.onnx_path, output)
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        opts.intra_op_num_threads = 1
+        probe = Candidate(id="probe", path=Path(loaded.onnx_path), format="onnx", precision="as stored",
+                          backend="onnxruntime", lineage=(), runtime_options={"output": chosen})
         try:
-            sess = ort.InferenceSession(str(loaded.onnx_path), opts, providers=["CPUExecutionProvider"])
-            z = np.asarray(sess.run([chosen], feeds)[0])
+            with open_session(probe, threads=1) as session:
+                z = np.asarray(session.infer(feeds))
         except Exception as exc:
             raise DataError(f"{dataset.name}: the model {source} does not run on the data's inputs "
                             f"({' '.join(str(exc).split())[:200]}); check the input shapes and dtypes") from exc

@@ -112,15 +112,15 @@ def _rename_dynamic_dims(model, ctx: PassContext) -> None:
 
 
 def check_parity(ctx: PassContext, onnx_path: Path, module) -> dict:
-    import onnxruntime as ort
     import torch
+
+    from toolkit.backends import infer_file
 
     feeds = {name: ctx.data.val.inputs[name][:32] for name in ctx.io.input_names}
     with torch.inference_mode():
         ref = module(*(torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in ctx.io.input_names))
         ref = (ref[0] if isinstance(ref, (tuple, list)) else ref).float().numpy()
-    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    got = sess.run(None, feeds)[0]
+    got = infer_file(onnx_path, feeds, threads=ctx.threads)
     ok = bool(np.allclose(got, ref, rtol=PARITY_RTOL, atol=PARITY_ATOL))
     return {"max_abs_diff": float(np.max(np.abs(got - ref))), "rtol": PARITY_RTOL, "atol": PARITY_ATOL, "ok": ok}
 

@@ -178,13 +178,13 @@ def qat(ctx: PassContext, parent: Candidate, opts: QatOptions, cid: str) -> Cand
 
 
 def _parity(ctx: PassContext, path, converted) -> dict:
-    import onnxruntime as ort
     import torch
+
+    from toolkit.backends import infer_file
 
     feeds = {k: np.ascontiguousarray(ctx.data.val.inputs[k][:64]) for k in ctx.io.input_names}
     with torch.no_grad():
         ref = logits_of(converted, {k: torch.from_numpy(v) for k, v in feeds.items()}, ctx.io.input_names).numpy()
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = sess.run(None, feeds)[0]
+    got = infer_file(path, feeds, threads=ctx.threads)
     return {"max_abs_diff": float(np.max(np.abs(got - ref))), "argmax_agreement": float(np.mean(got.argmax(1) == ref.argmax(1))),
             "samples": int(len(got))}

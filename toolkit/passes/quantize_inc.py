@@ -22,7 +22,7 @@ from toolkit.core.candidate import Candidate
 from toolkit.core.errors import UnsupportedError
 from toolkit.passes.base import PassContext, register_pass
 from toolkit.passes.export import dynamic_shapes, example_inputs, export_program, is_exported
-from toolkit.passes.quantize_pt2e import (calibrate, derive_quantized, quantized_nodes, require, save_quantized, torch_module,
+from toolkit.passes.quantize_pt2e import (calibrate, derive_quantized, require, save_quantized, torch_module,
                                           torch_val_f1)
 
 # the trial order: the fastest config (U8 asymmetric minmax, VNNI-friendly) first

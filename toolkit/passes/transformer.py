@@ -7,6 +7,7 @@ with ORT dynamic int8 (MatMul-heavy graphs) and minmax-only static calibration.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -45,13 +46,10 @@ def fused_counts(model) -> dict[str, int]:
 
 
 def _parity(ctx: PassContext, ref_path, got_path) -> dict:
-    import onnxruntime as ort
+    from toolkit.backends import infer_file
 
     feeds = {name: ctx.data.val.inputs[name][:32] for name in ctx.io.input_names}
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = max(1, ctx.threads)
-    outs = [ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"]).run(None, feeds)[0]
-            for p in (ref_path, got_path)]
+    outs = [infer_file(Path(p), feeds, threads=max(1, ctx.threads)) for p in (ref_path, got_path)]
     return {"max_abs_diff": float(np.max(np.abs(outs[0] - outs[1]))), "rtol": PARITY_RTOL, "atol": PARITY_ATOL,
             "ok": bool(np.allclose(outs[1], outs[0], rtol=PARITY_RTOL, atol=PARITY_ATOL))}
 

@@ -38,39 +38,6 @@ def default_out(artifact: str | Path) -> Path:
 
 
 # ----------------------------------------------------------------------------- running the artifact
-class _ModuleSession:
-    """A torch.nn.Module run in-process (state dict + factory): the Session interface, nothing more."""
-
-    def __init__(self, module, names: list[str], threads: int):
-        self._module, self._names, self.threads = module, names, threads
-
-    def __enter__(self) -> "_ModuleSession":
-        import torch
-
-        self._prev = torch.get_num_threads()
-        torch.set_num_threads(self.threads)
-        return self
-
-    def infer(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        import torch
-
-        with torch.inference_mode():
-            out = self._module(*(torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in self._names))
-        if isinstance(out, (tuple, list)):
-            out = out[0]
-        return out.detach().float().numpy()
-
-    def describe(self) -> dict:
-        import torch
-
-        return {"backend": "torch", "runtime": f"torch {torch.__version__} eager (in-process module)", "threads": self.threads}
-
-    def __exit__(self, *exc) -> None:
-        import torch
-
-        torch.set_num_threads(self._prev)
-
-
 def _session_for(artifact: Path, names: list[str], model_factory: str | None, trust_checkpoint: bool,
                  threads: int, output: str | None = None) -> tuple[Callable[[], Any], dict]:
     """(a zero-argument opener of a session, facts about the artifact) for any file optkit can run."""
@@ -100,7 +67,9 @@ def _session_for(artifact: Path, names: list[str], model_factory: str | None, tr
     from toolkit.intake.model_check import select_module
 
     module = select_module(loaded.module, output, log_probs=False)  # dict/tuple outputs: the logits only
-    return (lambda: _ModuleSession(module, names, threads)), info
+    from toolkit.backends.torch import ModuleSession
+
+    return (lambda: ModuleSession(module, names, threads)), info
 
 
 def run_logits(open_session: Callable[[], Any], dataset) -> tuple[np.ndarray, np.ndarray, dict]:
