@@ -117,12 +117,25 @@ def test_input_mistakes_fail_before_any_slow_step(tmp_path, monkeypatch):
         holder.wait()
 
 
+def _command_paths(group, prefix=()):
+    yield prefix  # typer vendors click: a group is what has sub-commands
+    for name, sub in getattr(group, "commands", {}).items():
+        yield from _command_paths(sub, prefix + (name,))
+
+
 def test_flags_are_shown_as_flags():
+    import typer.main
+
     r = runner.invoke(app, ["compress", "--help"], env={"COLUMNS": "120"})
     assert r.exit_code == 0
-    for flag in ("--overwrite", "--resume", "--trust-checkpoint", "--json", "--verbose", "--help"):
+    for flag in ("--overwrite", "--resume", "--no-cache", "--trust-checkpoint", "--json", "--verbose", "--help"):
         line = next(ln for ln in r.stdout.splitlines() if flag in ln)
         assert "<bool>" not in line, line
+    paths = list(_command_paths(typer.main.get_command(app)))
+    assert ("report", "nightly") in paths and () in paths
+    for path in paths:  # every command and group, the top level included: a flag never reads as taking a value
+        r = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "120"})
+        assert r.exit_code == 0 and "<bool>" not in r.stdout, (path, [ln for ln in r.stdout.splitlines() if "<bool>" in ln])
 
 
 def test_devices_show_is_a_readable_table():

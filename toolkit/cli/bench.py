@@ -7,11 +7,11 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from toolkit.cli.options import Command, json_flag, known_hosts_option, ssh_key_option, trust_flag
+from toolkit.cli.options import Command, Group, json_flag, known_hosts_option, ssh_key_option, trust_flag
 from toolkit.cli.quiet import quiet
 from toolkit.cli.render import console, json_errors, make_console, print_json
 
-report_app = typer.Typer(no_args_is_help=True, help="Reports over recorded results (nightly benchmark history).")
+report_app = typer.Typer(cls=Group, no_args_is_help=True, help="Reports over recorded results (nightly benchmark history).")
 
 
 def _ms(v) -> str:

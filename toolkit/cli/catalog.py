@@ -7,11 +7,11 @@ import typer
 from rich import box
 from rich.table import Table
 
-from toolkit.cli.options import Command, json_flag
+from toolkit.cli.options import Command, Group, json_flag
 from toolkit.cli.render import console, json_errors, print_json
 
-devices_app = typer.Typer(no_args_is_help=True, help="Device profiles (devices/*.yaml).")
-recipes_app = typer.Typer(no_args_is_help=True, help="Recipes (recipes/*.yaml).")
+devices_app = typer.Typer(cls=Group, no_args_is_help=True, help="Device profiles (devices/*.yaml).")
+recipes_app = typer.Typer(cls=Group, no_args_is_help=True, help="Recipes (recipes/*.yaml).")
 
 YES, NO = "[green]yes[/]", "[red]no[/]"
 # units for the budget/gate keys a reader sees (the keys carry them in their names already)

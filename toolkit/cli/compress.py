@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from toolkit.cli.options import json_flag, known_hosts_option, overwrite_flag, ssh_key_option, trust_flag, verbose_flag
+from toolkit.cli.options import flag, json_flag, known_hosts_option, overwrite_flag, ssh_key_option, trust_flag, verbose_flag
 from toolkit.cli.quiet import quiet
 from toolkit.cli.render import LineProgress, json_errors, make_console, render_run
 from toolkit.core.errors import GateFailed
@@ -33,8 +33,8 @@ def compress(
     trust_checkpoint: bool = trust_flag(),
     seed: Optional[int] = typer.Option(None, "--seed", help="Override the recipe's seed."),
     overwrite: bool = overwrite_flag(),
-    resume: bool = typer.Option(False, "--resume", metavar="", help="Continue an interrupted run into the same --out, reusing its verified finished stages."),
-    no_cache: bool = typer.Option(False, "--no-cache", help="Build every pass afresh: the shared pass cache is neither read nor written."),
+    resume: bool = flag("--resume", help="Continue an interrupted run into the same --out, reusing its verified finished stages."),
+    no_cache: bool = flag("--no-cache", help="Build every pass afresh: the shared pass cache is neither read nor written."),
     threshold_metric: str = typer.Option("f1", "--threshold-metric", help="f1 | youden | balanced | precision@X | recall@X"),
     output: Optional[str] = typer.Option(None, "--output", help="Which model output holds the logits (dict key, ONNX output name, tuple position); default: the single output, else 'logits'."),
     text_column: str = typer.Option("text", "--text-column", help="Raw-text data (.csv/.jsonl/.parquet): the column holding the text."),

@@ -21,8 +21,8 @@ import traceback
 from pathlib import Path
 
 import typer
-from typer._click.exceptions import ClickException
-from typer.core import TyperGroup
+
+from toolkit.cli.options import Group
 
 EXIT_INTERNAL = 70
 EXIT_INTERRUPTED = 130
@@ -83,7 +83,7 @@ def internal_error_line(exc: BaseException, log: Path | None) -> str:
     return line
 
 
-class GuardedGroup(TyperGroup):
+class GuardedGroup(Group):
     """A Typer group whose invoke turns every failure into one line and an exit code."""
 
     def invoke(self, ctx):
@@ -91,7 +91,8 @@ class GuardedGroup(TyperGroup):
 
         try:
             return super().invoke(ctx)
-        except (typer.Exit, typer.Abort, ClickException):  # typer/click's own ways out: usage errors, exit codes
+        except (typer.Exit, typer.Abort, typer.TyperException):  # typer's own ways out: usage errors, exit codes
+            # (TyperException is the public base of typer's vendored ClickException: no private import)
             raise
         except OptkitError as exc:
             _stderr(f"error: {exc}")

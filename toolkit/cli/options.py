@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import typer
-from typer.core import TyperCommand
+from typer.core import TyperCommand, TyperGroup
 
 
 def flag(*names: str, help: str) -> bool:
@@ -35,11 +35,19 @@ def known_hosts_option():
                         "(default ~/.ssh/known_hosts; an unknown host is refused).")
 
 
-class Command(TyperCommand):
-    """Every optkit command: `--help` shown as a flag too (the same Typer 0.29 `<bool>`, on the help option)."""
+class _HelpAsFlag:
+    """`--help` shown as a flag too (the same Typer 0.29 `<bool>`, on the help option)."""
 
     def get_help_option(self, ctx):
         opt = super().get_help_option(ctx)
         if opt is not None:
             opt.metavar = ""
         return opt
+
+
+class Command(_HelpAsFlag, TyperCommand):
+    """Every optkit command."""
+
+
+class Group(_HelpAsFlag, TyperGroup):
+    """Every optkit command group (`optkit`, `optkit report`)."""
