@@ -16,7 +16,7 @@ FILL = "the a movie film plot acting was is it this and very".split()
 
 
 def make_hf_folder(folder: Path, labels=("negative", "positive"), max_positions: int = 64, seed: int = 0,
-                   train_on: list[tuple[str, int]] | None = None) -> Path:
+                   train_on: list[tuple[str, int]] | None = None, layers: int = 2) -> Path:
     """A tiny randomly initialised BERT classifier + WordPiece tokenizer, saved as save_pretrained writes it."""
     import torch
     from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
@@ -25,7 +25,7 @@ def make_hf_folder(folder: Path, labels=("negative", "positive"), max_positions:
     words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *POS, *NEG, *FILL]
     tokenizer = BertTokenizerFast(vocab={w: i for i, w in enumerate(words)}, model_max_length=max_positions)
     torch.manual_seed(seed)
-    cfg = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+    cfg = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=layers, num_attention_heads=2,
                      intermediate_size=64, max_position_embeddings=max_positions, num_labels=len(labels),
                      id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)})
     model = BertForSequenceClassification(cfg)

@@ -5,9 +5,10 @@ Student rules (option `student`):
   factory that takes `width=` (`student_factory`, default `toolkit.intake.demo:digits_cnn` when the teacher is
   the demo CNN). Randomly initialised (seeded).
 - `every_other_layer`: DistilBERT-style init for transformer encoders: the teacher with its layer stack
-  (the first nn.ModuleList of >= 2 blocks) halved, keeping layers 0, 2, 4, ... with their weights;
-  embeddings and head copied. Needs the teacher as an nn.Module (a torch checkpoint + factory, or the
-  demo), not a .pt2 graph.
+  (the first nn.ModuleList of >= 2 blocks, e.g. BERT's `encoder.layer`) halved, keeping layers 0, 2, 4, ...
+  with their weights; embeddings, pooler and classifier head copied; a Hugging Face config's
+  num_hidden_layers follows. Needs the teacher as an nn.Module (a Hugging Face folder, a state dict +
+  factory, or the demo), not a .pt2 graph.
 - `factory`: `student_factory` (`package.module:function`) called with no arguments (or
   `num_classes=` when it takes one).
 
@@ -117,12 +118,18 @@ def make_student(opts: DistillOptions, teacher, n_classes: int):
     if found is None:
         raise UnsupportedError(f"student 'every_other_layer': {type(teacher).__name__} exposes no nn.ModuleList of >= 2 "
                                "layers to halve; use 'width:W' or 'factory' with student_factory")
+    # DistilBERT's init: the teacher copied whole (embeddings, pooler, classifier head), then its layer stack halved
     student = copy.deepcopy(teacher)
-    s_found = _layer_stack(student)
-    parent_mod, attr, layers = s_found
+    parent_mod, attr, layers = _layer_stack(student)
     keep = list(range(0, len(layers), 2))
     setattr(parent_mod, attr, nn.ModuleList([layers[i] for i in keep]))
-    return student, f"every_other_layer: layers {keep} of {len(layers)} in '{attr}' copied from the teacher"
+    # a Hugging Face model's config is shared by its modules (deepcopy keeps the sharing): its layer count must say
+    # the truth, or save_pretrained / layer-indexed code would expect the teacher's depth
+    for cfg in {id(c): c for c in (getattr(m, "config", None) for m in student.modules()) if c is not None}.values():
+        if getattr(cfg, "num_hidden_layers", None) == len(layers):
+            cfg.num_hidden_layers = len(keep)
+    return student, (f"every_other_layer: layers {keep} of {len(layers)} in '{attr}' copied from the teacher, "
+                     "with its embeddings and head (DistilBERT's init)")
 
 
 # --------------------------------------------------------------------------- the pass
@@ -152,7 +159,8 @@ def _train_student(student, teacher_train_logits, ctx: PassContext, opts: Distil
     def val_f1():
         return macro_f1(ctx.data.val.y, predict(student, x_va, names), ctx.data.n_classes)
 
-    return fit(student, student.parameters(), batch_loss, len(train), val_f1, opts, seed, ctx.log, label)
+    return fit(student, student.parameters(), batch_loss, len(train), val_f1, opts, seed, ctx.log, label,
+               deadline=ctx.deadline)
 
 
 @register_pass("distill", accepts=("torch",), backend="torch", precision=None, options=DistillOptions,
@@ -194,11 +202,13 @@ def distill(ctx: PassContext, parent: Candidate, opts: DistillOptions, cid: str)
         "teacher_params": t_params, "student_params": s_params, "param_ratio": round(s_params / max(t_params, 1), 4),
         "teacher_val_macro_f1": round(teacher_val_f1, 6),
         "curves": kd["curves"], "best_epoch": kd["best_epoch"], "best_val_macro_f1": kd["best_val_macro_f1"],
-        "epochs_run": kd["epochs_run"], "stopped_early": kd["stopped_early"],
+        "epochs_run": kd["epochs_run"], "stopped_early": kd["stopped_early"], "steps_run": kd["steps_run"],
+        "stopped_by": kd["stopped_by"],
         "kd": {"alpha": opts.alpha, "temperature": opts.temperature, "label_smoothing": opts.label_smoothing,
                "class_weights": opts.class_weights, "focal_gamma": opts.focal_gamma, "lr": opts.lr,
                "weight_decay": opts.weight_decay, "epochs": opts.epochs, "batch_size": opts.batch_size,
                "warmup_fraction": opts.warmup_fraction, "patience": opts.patience, "grad_clip": opts.grad_clip,
+               "max_steps": opts.max_steps,
                "seed": seed, "train_samples": len(train)},
         "ablation": ablation,
         "weights_sha256": state_hash(student),

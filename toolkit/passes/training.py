@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import sys
+import time
 from typing import Callable, Literal
 
 import numpy as np
@@ -27,6 +28,8 @@ class TrainOptions(BaseModel):
     lr: float = Field(default=3e-3, gt=0)
     weight_decay: float = Field(default=1e-4, ge=0)
     epochs: int = Field(default=20, ge=1, le=1000)
+    max_steps: int | None = Field(default=None, ge=1, description="optimizer steps at most (bounds large models' "
+                                  "training); the LR schedule spans min(epochs x steps per epoch, max_steps)")
     batch_size: int = Field(default=64, ge=1, le=4096)  # bounds.BATCH_MAX
     warmup_fraction: float = Field(default=0.05, ge=0, lt=1, description="share of steps with linear LR warm-up")
     patience: int = Field(default=5, ge=1, description="epochs without a better validation macro-F1 before stopping")
@@ -105,10 +108,12 @@ def supervised_loss(opts: TrainOptions, n_classes: int, y_train: np.ndarray) -> 
 
 def fit(model, params, batch_loss: Callable, n_train: int, val_f1: Callable[[], float], opts: TrainOptions, seed: int,
         log: Callable[[str], None], label: str, train_mode: Callable | None = None,
-        eval_mode: Callable | None = None) -> dict:
+        eval_mode: Callable | None = None, deadline: float | None = None) -> dict:
     """AdamW + warmup/cosine + clipping + early stopping on validation macro-F1; restores the best weights.
 
-    batch_loss(idx) -> scalar loss for the training rows `idx`. Returns the curves and the stopping facts.
+    batch_loss(idx) -> scalar loss for the training rows `idx`. Returns the curves and the stopping facts:
+    stopped_by is "epochs", "patience", "max_steps" or "time" (deadline: time.time() of the recipe's budget;
+    checked after each step, the epoch is then closed with its validation so the best weights stay well defined).
     """
     import torch
 
@@ -118,6 +123,8 @@ def fit(model, params, batch_loss: Callable, n_train: int, val_f1: Callable[[], 
     opt = torch.optim.AdamW(params, lr=opts.lr, weight_decay=opts.weight_decay)
     steps_per_epoch = (n_train + opts.batch_size - 1) // opts.batch_size
     total = steps_per_epoch * opts.epochs
+    if opts.max_steps is not None:
+        total = min(total, opts.max_steps)
     warmup = max(1, int(round(opts.warmup_fraction * total)))
     sched = torch.optim.lr_scheduler.SequentialLR(opt, [
         torch.optim.lr_scheduler.LinearLR(opt, start_factor=1.0 / (warmup + 1), end_factor=1.0, total_iters=warmup),
@@ -126,13 +133,19 @@ def fit(model, params, batch_loss: Callable, n_train: int, val_f1: Callable[[], 
     gen = torch.Generator().manual_seed(seed)
     curves: dict[str, list] = {"epoch": [], "train_loss": [], "val_macro_f1": [], "lr": []}
     best_f1, best_epoch, best_state, bad = -1.0, 0, None, 0
-    stopped = False
+    stopped, stopped_by, steps = False, "epochs", 0
     with _epoch_progress(label, opts.epochs) as progress:
         for epoch in range(1, opts.epochs + 1):
             train_mode()
             perm = torch.randperm(n_train, generator=gen)
             total_loss, seen = 0.0, 0
             for i in range(0, n_train, opts.batch_size):
+                if steps >= total:
+                    stopped_by = "max_steps"
+                    break
+                if deadline is not None and time.time() > deadline:
+                    stopped_by = "time"
+                    break
                 idx = perm[i:i + opts.batch_size]
                 opt.zero_grad(set_to_none=True)
                 loss = batch_loss(idx)
@@ -141,6 +154,7 @@ def fit(model, params, batch_loss: Callable, n_train: int, val_f1: Callable[[], 
                     torch.nn.utils.clip_grad_norm_(params, opts.grad_clip)
                 opt.step()
                 sched.step()
+                steps += 1
                 total_loss += float(loss.detach()) * len(idx)
                 seen += len(idx)
             eval_mode()
@@ -157,12 +171,18 @@ def fit(model, params, batch_loss: Callable, n_train: int, val_f1: Callable[[], 
                 bad += 1
                 if bad >= opts.patience:
                     stopped = epoch < opts.epochs
+                    stopped_by = "patience" if stopped else stopped_by
                     break
+            if epoch < opts.epochs and stopped_by == "epochs":  # the budget ran out at this epoch's end
+                stopped_by = "max_steps" if steps >= total else "time" if deadline and time.time() > deadline else "epochs"
+            if stopped_by in ("max_steps", "time"):
+                stopped = epoch < opts.epochs
+                break
     if best_state is not None:
         model.load_state_dict(best_state)
     eval_mode()
     return {"curves": curves, "best_epoch": best_epoch, "best_val_macro_f1": round(best_f1, 6),
-            "epochs_run": len(curves["epoch"]), "stopped_early": stopped}
+            "epochs_run": len(curves["epoch"]), "stopped_early": stopped, "steps_run": steps, "stopped_by": stopped_by}
 
 
 @contextlib.contextmanager
