@@ -142,6 +142,17 @@ def nightly(history: str | Path, out: str | Path, **options: Any) -> dict:
     return write_nightly_report(history, out, **options)
 
 
+def sweep(sweep_file: str | Path, *, executor: str = "local", address: str | None = None, out: str | Path | None = None,
+          trust_checkpoint: bool = False, log: Callable[[str], None] | None = None) -> dict:
+    """`optkit sweep`: every model x recipe x device of a sweep file as a compress run folder, every measurement in one
+    history, then the nightly report (see toolkit.pipeline.sweep). Validates the whole file first (ConfigError);
+    returns the summary (also <out>/sweep.json) with "exit_code": 0 all ok, 1 a regression, 3 a combination failed."""
+    from toolkit.pipeline.sweep import load_sweep, run_sweep
+
+    return run_sweep(load_sweep(sweep_file, out=out, trust_checkpoint=trust_checkpoint), executor=executor,
+                     address=address, log=log)
+
+
 def report(path: str | Path) -> RunReport:
     """A run's report.json (or its run folder) as the typed RunReport."""
     path = Path(path)
@@ -151,4 +162,4 @@ def report(path: str | Path) -> RunReport:
 ProgressLog = Callable[[str], None]
 
 __all__ = ["compress", "distill", "calibrate", "bench", "verify", "load_bundle", "predict", "prepare", "sign", "doctor", "devices", "device", "recipes",
-           "recipe", "nightly", "report", "RunResult", "RunReport"]
+           "recipe", "nightly", "sweep", "report", "RunResult", "RunReport"]

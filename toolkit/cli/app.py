@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from toolkit.cli import bench, bundle, calibrate, catalog, compress, predict, prepare
+from toolkit.cli import bench, bundle, calibrate, catalog, compress, predict, prepare, sweep
 from toolkit.cli.guard import GuardedGroup
 from toolkit.cli.options import Command
 
@@ -25,6 +25,7 @@ app.command(cls=Command)(bundle.sign)
 app.command(cls=Command)(predict.predict)
 app.command(cls=Command)(prepare.prepare)
 app.command(cls=Command)(catalog.doctor)
+app.command(cls=Command)(sweep.sweep)
 app.add_typer(catalog.devices_app, name="devices")
 app.add_typer(catalog.recipes_app, name="recipes")
 app.add_typer(bench.report_app, name="report")

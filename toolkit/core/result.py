@@ -149,6 +149,8 @@ class MeasuredOn(_Strict):
     contended: bool = False
     contention_reason: str = ""
     load_average: float | None = None
+    # the machine that ran the timing: a sweep's executor node (Ray node id), else this host's name (evaluate.node_name)
+    node: str | None = None
 
 
 class TargetEstimate(_Strict):

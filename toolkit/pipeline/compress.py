@@ -20,7 +20,7 @@ from toolkit.core.errors import GateFailed
 from toolkit.passes import PassContext
 from toolkit.pipeline.plan import deployable, plan
 from toolkit.pipeline.recipes import BASELINE, Recipe, load_recipe
-from toolkit.pipeline.run import Progress, evaluate_all, fault_point, run_passes
+from toolkit.pipeline.run import STEP_RECORD, Progress, evaluate_all, fault_point, run_passes
 from toolkit.pipeline.targets import add_target_estimates, target_builds
 
 
@@ -53,12 +53,15 @@ def compress(checkpoint: str | Path | None = None, *, device: str = "jetson-orin
              threshold_metric: str = "f1", progress: Progress | None = None, resume: bool = False,
              no_cache: bool = False, reference_only=None,
              measure_on: str | None = None, ssh_key: str | Path | None = None, known_hosts: str | Path | None = None,
-             output: str | None = None, text_column: str = "text", label_column: str = "label") -> RunResult:
+             output: str | None = None, text_column: str = "text", label_column: str = "label",
+             build_only: bool = False) -> RunResult:
     from toolkit.intake import checkpoints as intake
     from toolkit.output.staging import check_target, staged
 
     # no_cache: every pass is built afresh (the shared pass cache is neither read nor written).
     # reference_only: fn(report row) -> reason or "": candidates evaluated for comparison, never selected.
+    # build_only: a sweep's build phase (pipeline/sweep.py): passes and every candidate's accuracy outputs go into the
+    # shared cache, nothing is timed, selected or reported; returns {step_keys, outputs_keys, candidates, failures}.
     progress = progress or Progress()
     t_start = time.time()
     timings: dict[str, float] = {}
@@ -133,12 +136,21 @@ def compress(checkpoint: str | Path | None = None, *, device: str = "jetson-orin
         data_key = [dataset.sha256, seed, ctx.calibration_size, rec.search.tolerance]
         run_passes(the_plan, ctx, rec, candidates, data_key, progress, resume, use_cache=not no_cache)
         timings["passes_s"] = round(time.time() - t0, 2)
+        if build_only:
+            from toolkit.pipeline.evaluate import build_outputs
+
+            built = build_outputs(list({c.id: c for c in candidates.values()}.values()), dataset, prof, progress.log,
+                                  use_cache=not no_cache)
+            built["step_keys"] = sorted(json.loads(r.read_text())["key"] for r in cand_dir.glob(f"*/{STEP_RECORD}"))
+            built["plan"] = [{"id": p.step.id, "status": p.status, "reason": p.reason} for p in the_plan.steps]
+            return built
 
         # 3. evaluate every distinct candidate
         t0 = time.time()
         unique = {c.id: c for c in candidates.values()}
         report_rows, outputs, eval_failures = evaluate_all(list(unique.values()), baseline, dataset, prof, seed,
-                                                            threshold_metric, progress, resume)
+                                                            threshold_metric, progress, resume,
+                                                            use_cache=not no_cache)
         from toolkit.core.shapes import from_arrays
 
         run_shapes = from_arrays(dataset.test.inputs)  # core/shapes.py: the data's widths, said in every build/estimate

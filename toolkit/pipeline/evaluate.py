@@ -48,16 +48,133 @@ def effective_threads(device) -> int:
     return hostinfo.effective_threads(None, device.bench.threads)
 
 
+def node_name() -> str:
+    """The machine a measurement ran on, for measured_on.node: the node an executor placed this work on
+    (OPTKIT_NODE, set by a sweep task: toolkit/pipeline/executors/), else this host's name."""
+    import os
+    import socket
+
+    return os.environ.get("OPTKIT_NODE") or socket.gethostname()
+
+
+def outputs_key(candidate: Candidate, data: Dataset, threads: int) -> str:
+    """Everything the logits depend on: the artifact's bytes, how it is run, the data and optkit's own code."""
+    from toolkit.core import cache
+    from toolkit.core.artifacts import artifact_sha256
+    from toolkit.pipeline.run import source_sha256
+
+    return cache.key(artifact_sha256(candidate.files()), candidate.backend, candidate.engine, candidate.runtime_options,
+                     candidate.precision, data.sha256, threads, source_sha256())
+
+
+OUTPUTS_FILE, OUTPUTS_RECORD = "outputs.npz", "outputs.json"
+
+
+def _outputs_entry(key: str):
+    from toolkit.core import cache
+
+    return cache.cache_dir() / "outputs" / key
+
+
+def cached_outputs(key: str) -> Outputs | None:
+    """Outputs recorded under `key` in the shared cache, verified by their file's sha256; None when absent or bad."""
+    import json
+    import shutil
+
+    from toolkit.core.artifacts import file_sha256
+
+    entry = _outputs_entry(key)
+    try:
+        meta = json.loads((entry / OUTPUTS_RECORD).read_text())
+        if meta["key"] != key or file_sha256(entry / OUTPUTS_FILE) != meta["sha256"]:
+            raise ValueError("does not match its record")
+        with np.load(entry / OUTPUTS_FILE) as z:
+            return Outputs(val=z["val"], test=z["test"])
+    except FileNotFoundError:
+        return None
+    except (OSError, KeyError, ValueError):  # corrupt or foreign: never trusted, evicted so it is rebuilt
+        shutil.rmtree(entry, ignore_errors=True)
+        return None
+
+
+def store_outputs(key: str, outputs: Outputs) -> None:
+    """Publish outputs to the shared cache atomically (temporary folder, one rename); an unwritable cache is skipped."""
+    import json
+    import os
+    import shutil
+
+    from toolkit.core.artifacts import file_sha256
+
+    entry = _outputs_entry(key)
+    tmp = entry.with_name(f"{entry.name}.tmp{os.getpid()}")
+    try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        np.savez(tmp / OUTPUTS_FILE, val=outputs.val, test=outputs.test)
+        (tmp / OUTPUTS_RECORD).write_text(json.dumps({"key": key, "sha256": file_sha256(tmp / OUTPUTS_FILE)}))
+        if entry.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.rename(entry)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def infer_outputs(session, candidate: Candidate, data: Dataset) -> Outputs:
+    """The accuracy outputs: logits on the validation and test splits, checked finite."""
+    outputs = Outputs(val=run_split(session, data.val), test=run_split(session, data.test))
+    for split, z in (("validation", outputs.val), ("test", outputs.test)):  # e.g. fp16 overflow on some rows
+        check_finite(z, split, f"candidate {candidate.id} ({candidate.path.name})")
+    return outputs
+
+
+def candidate_outputs(candidate: Candidate, data: Dataset, device, use_cache: bool = True) -> Outputs:
+    """Outputs only (no timing): from the shared cache when recorded there, else inferred and recorded.
+    A sweep's build phase calls this so its measure phase times without re-running the splits."""
+    threads = effective_threads(device)
+    key = outputs_key(candidate, data, threads)
+    if use_cache and (hit := cached_outputs(key)) is not None:
+        return hit
+    with open_session(candidate, threads=threads) as session:
+        outputs = infer_outputs(session, candidate, data)
+    if use_cache:
+        store_outputs(key, outputs)
+    return outputs
+
+
+def build_outputs(cands: list[Candidate], data: Dataset, device, log, use_cache: bool = True) -> dict:
+    """Every candidate's outputs into the shared cache (a sweep's build phase); a candidate a runtime cannot run is
+    listed with the reason and left to the evaluation, which reports it the same way compress always has."""
+    from toolkit.core.artifacts import artifact_sha256
+
+    threads = effective_threads(device)
+    built: dict = {"candidates": {}, "outputs_keys": [], "failures": []}
+    for c in cands:
+        built["candidates"][c.id] = artifact_sha256(c.files())
+        try:
+            candidate_outputs(c, data, device, use_cache=use_cache)
+            built["outputs_keys"].append(outputs_key(c, data, threads))
+        except Exception as exc:  # noqa: BLE001 - one runtime rejecting one artifact must not lose the others
+            log(f"[{c.id}] outputs not built: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}")
+            built["failures"].append({"id": c.id, "reason": f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"})
+    return built
+
+
 def evaluate(candidate: Candidate, data: Dataset, device, baseline: Outputs | None, threshold_metric: str = "f1",
-             seed: int = 0) -> tuple[dict, dict, Outputs]:
-    """Returns (metrics, measured_on, outputs)."""
+             seed: int = 0, use_cache: bool = True) -> tuple[dict, dict, Outputs]:
+    """Returns (metrics, measured_on, outputs): outputs (cached by outputs_key unless use_cache=False), then timing.
+
+    Both in one Session: the timing never shares the cores with the split inference, which runs before it."""
     threads = effective_threads(device)
     rss0 = rss_mb()
     shapes = from_arrays(data.test.inputs)  # the data's own widths: what this measurement runs at
+    key = outputs_key(candidate, data, threads)
+    outputs = cached_outputs(key) if use_cache else None
     with open_session(candidate, threads=threads) as session:
-        outputs = Outputs(val=run_split(session, data.val), test=run_split(session, data.test))
-        for split, z in (("validation", outputs.val), ("test", outputs.test)):  # e.g. fp16 overflow on some rows
-            check_finite(z, split, f"candidate {candidate.id} ({candidate.path.name})")
+        if outputs is None:
+            outputs = infer_outputs(session, candidate, data)
+            if use_cache:
+                store_outputs(key, outputs)
         one = {k: v[:1] for k, v in data.test.inputs.items()}
         m = measure(session, one, [1, *device.bench.batch_sizes], device, threads, shapes=shapes)
         rss_growth = max(0.0, rss_mb() - rss0)
@@ -92,4 +209,5 @@ def evaluate(candidate: Candidate, data: Dataset, device, baseline: Outputs | No
     metrics["size_mb"] = size_mb(candidate.files())
     metrics["rss_growth_mb"] = round(rss_growth, 2)
 
-    return metrics, m.measured_on(1), outputs
+    where = {**m.measured_on(1), "node": node_name()}  # which machine of a sweep timed it
+    return metrics, where, outputs

@@ -158,6 +158,15 @@ def fault_point(name: str) -> None:
     """Fault injection for the crash/resume tests: OPTKIT_FAULT_AT=<name> kills the process here, like kill -9."""
     if os.environ.get("OPTKIT_FAULT_AT") == name:
         os.kill(os.getpid(), signal.SIGKILL)
+    # OPTKIT_FAULT_ONCE=<marker file>: kill only if the marker can be created, so a retried task survives
+    # (the sweep's worker-death test: one worker killed, its retry finishes)
+    once = os.environ.get("OPTKIT_FAULT_ONCE")
+    if once and os.environ.get("OPTKIT_FAULT_ONCE_AT") == name:
+        try:
+            os.close(os.open(once, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            return
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 EVAL_RECORD = ".optkit-eval.json"
@@ -165,8 +174,10 @@ EVAL_OUTPUTS = ".optkit-outputs.npz"
 
 
 def evaluate_all(cands: list[Candidate], baseline: Candidate, dataset: Dataset, prof: DeviceProfile, seed: int,
-                  threshold_metric: str, progress: Progress, resume: bool = False) -> tuple[list[dict], dict, list[dict]]:
-    """Evaluate the baseline first (parity reference), then the rest; with resume, reuse recorded evaluations."""
+                  threshold_metric: str, progress: Progress, resume: bool = False,
+                  use_cache: bool = True) -> tuple[list[dict], dict, list[dict]]:
+    """Evaluate the baseline first (parity reference), then the rest; with resume, reuse recorded evaluations.
+    use_cache: the splits' outputs come from the shared cache when recorded there (evaluate.outputs_key)."""
     import hashlib
 
     import numpy as np
@@ -196,7 +207,8 @@ def evaluate_all(cands: list[Candidate], baseline: Candidate, dataset: Dataset, 
             except (OSError, KeyError, ValueError):
                 record = None
         try:
-            metrics, measured_on, out = record or evaluate(c, dataset, prof, base_out, threshold_metric, seed)
+            metrics, measured_on, out = record or evaluate(c, dataset, prof, base_out, threshold_metric, seed,
+                                                             use_cache=use_cache)
         except Exception as exc:  # one candidate a runtime cannot execute must not sink the run: say it
             reason = str(exc) if isinstance(exc, OptkitError) else f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
             progress.log(f"[{c.id}] cannot be evaluated here: {reason}")

@@ -1,0 +1,103 @@
+"""The ray executor: builds fan out as Ray tasks (1 CPU each); each measure task owns a whole node while it times.
+
+    optkit sweep sweep.yaml --executor ray [--address ray://head:10001 | auto]
+
+Timing stays honest: a measure task asks for num_cpus = the largest node's CPU count, so Ray places it only on
+such a node and schedules nothing else there until it ends (builds included); timing runs only on nodes of one
+(the largest) size, so series stay comparable. Each measurement records its node (measured_on.node).
+Tasks are idempotent by cache key and run folder and retried when a worker dies (MAX_RETRIES).
+Artifacts move by content hash through the pass/outputs cache (OPTKIT_CACHE_DIR); on a multi-node cluster that
+folder and the sweep's --out must be shared storage (NFS, a mounted bucket): every entry is verified against its
+record's sha256 before use, so a stale or partial copy is rebuilt, never trusted.
+"""
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any
+
+from toolkit.pipeline.executors import register
+
+MAX_RETRIES = 3  # a worker killed mid-task (OOM killer, preemption): the task runs again, reusing finished work
+
+
+def _node_label() -> str:
+    import ray
+
+    return f"{socket.gethostname()}:{ray.get_runtime_context().get_node_id()[:12]}"
+
+
+def _with_env(env: dict[str, str], fn, *args) -> Any:
+    """Run fn with the driver's OPTKIT_* settings and this node's name (evaluate.node_name reads OPTKIT_NODE)."""
+    node = _node_label()
+    old = {k: os.environ.get(k) for k in [*env, "OPTKIT_NODE"]}
+    os.environ.update({**env, "OPTKIT_NODE": node})
+    try:
+        return fn(*args, node)
+    finally:
+        for k, v in old.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+
+
+def ray_build(combo, env: dict[str, str]) -> dict:
+    from toolkit.pipeline.executors.tasks import build_combination
+
+    return _with_env(env, build_combination, combo)
+
+
+def ray_measure(combo, built: dict, env: dict[str, str]) -> dict:
+    from toolkit.pipeline.executors.tasks import measure_combination
+
+    return _with_env(env, measure_combination, combo, built)
+
+
+@register("ray")
+class RayExecutor:
+    name = "ray"
+
+    def __init__(self, address: str | None = None):
+        try:
+            import ray  # noqa: F401
+        except ImportError as exc:
+            from toolkit.core.errors import BackendUnavailable
+
+            raise BackendUnavailable("the ray executor needs Ray: pip install -e '.[ray]' (or use --executor local)") from exc
+        self.address = address
+        self._nodes: list[dict] = []
+
+    def nodes(self) -> list[dict]:
+        return self._nodes
+
+    def run(self, combinations, on_phase) -> None:
+        import ray
+
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage-stats upload attempts (offline hosts)
+        started = not ray.is_initialized()
+        if started:  # an existing connection (a test's local instance, a notebook) is used as is
+            ray.init(address=self.address, include_dashboard=False, log_to_driver=False)
+        try:
+            alive = [n for n in ray.nodes() if n.get("Alive")]
+            self._nodes = [{"node": f"{n.get('NodeManagerHostname')}:{n['NodeID'][:12]}",
+                            "cpus": int(n["Resources"].get("CPU", 0))} for n in alive]
+            cpus = max(1, max((n["cpus"] for n in self._nodes), default=1))
+            env = {k: v for k, v in os.environ.items() if k.startswith("OPTKIT_") and k != "OPTKIT_NODE"}
+            build = ray.remote(num_cpus=1, max_retries=MAX_RETRIES)(ray_build)
+            measure = ray.remote(num_cpus=cpus, max_retries=MAX_RETRIES)(ray_measure)
+            pending: dict[Any, tuple[Any, str]] = {}
+            for combo in combinations:
+                b = build.remote(combo, env)
+                pending[b] = (combo, "build")
+                pending[measure.remote(combo, b, env)] = (combo, "measure")  # scheduled once its build is done
+            while pending:
+                ready, _ = ray.wait(list(pending), num_returns=1)
+                combo, phase = pending.pop(ready[0])
+                try:
+                    result = ray.get(ready[0])
+                except Exception as exc:  # noqa: BLE001 - retries exhausted (or its build's): reported, the rest go on
+                    why = " ".join(str(exc).split())[:300]
+                    result = {"ok": False, "status": "failed", "phase": phase, "node": None, "seconds": 0.0,
+                              "reason": f"{phase}: ray task failed after {MAX_RETRIES} retries: {type(exc).__name__}: {why}"}
+                on_phase(combo, phase, result)
+        finally:
+            if started:
+                ray.shutdown()
