@@ -64,6 +64,32 @@ class ConvNeXtLike(nn.Module):
         return self.head(self.head_norm(x.mean((2, 3))))
 
 
+class BasicBlock(nn.Module):
+    """A ResNet BasicBlock as torchvision writes it: conv-bn-relu, conv-bn, + skip, relu — one `self.relu` called twice."""
+
+    def __init__(self, c: int):
+        super().__init__()
+        self.c1, self.b1 = nn.Conv2d(c, c, 3, 1, 1, bias=False), nn.BatchNorm2d(c)
+        self.c2, self.b2 = nn.Conv2d(c, c, 3, 1, 1, bias=False), nn.BatchNorm2d(c)
+        self.relu = nn.ReLU()
+
+    def forward(self, x):
+        return self.relu(self.b2(self.c2(self.relu(self.b1(self.c1(x))))) + x)
+
+
+class ResNetLike(nn.Module):
+    """Stem conv-bn-relu, two residual BasicBlocks, pooled linear head."""
+
+    def __init__(self, classes: int = 10, c: int = 8):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(1, c, 3, 1, 1, bias=False), nn.BatchNorm2d(c), nn.ReLU())
+        self.blocks = nn.Sequential(BasicBlock(c), BasicBlock(c))
+        self.head = nn.Linear(c, classes)
+
+    def forward(self, x):
+        return self.head(F.adaptive_avg_pool2d(self.blocks(self.stem(x)), 1).flatten(1))
+
+
 def mobilenet_like():  # factories (--model-factory tests.test_vision_models:mobilenet_like)
     return MobileNetLike()
 
@@ -72,7 +98,7 @@ def convnext_like():
     return ConvNeXtLike()
 
 
-BLOCKS = {"mobilenet": MobileNetLike, "convnext": ConvNeXtLike}
+BLOCKS = {"mobilenet": MobileNetLike, "convnext": ConvNeXtLike, "resnet": ResNetLike}
 
 
 @pytest.fixture(scope="module")
@@ -117,14 +143,18 @@ def bounded_pt2(module, path: Path) -> Path:
 
 
 def int8_contents(path: Path) -> tuple[int, int]:
-    """(Q/DQ nodes, int8/uint8 weight initializers with more than one element) of an ONNX file."""
+    """(Q/DQ nodes, int8/uint8 weight initializers with more than one element) of an ONNX file.
+
+    Scales and zero points (inputs 1 and 2 of Q/DQ) are not weights: per-channel zero points are int8 vectors,
+    and INC's unfolded output once passed this count with every weight still fp32."""
     import onnx
 
     model = onnx.load(str(path))
     qdq = sum(n.op_type in ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger",
                             "ConvInteger") for n in model.graph.node)
+    qparams = {i for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear") for i in n.input[1:]}
     low = sum(t.data_type in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8) and int(np.prod(t.dims)) > 1
-              for t in model.graph.initializer)
+              and t.name not in qparams for t in model.graph.initializer)
     return qdq, low
 
 
@@ -247,6 +277,41 @@ def test_inc_runs_on_a_pt2_input(tmp_path, digits, trained):
     cand = inc_ptq(ctx, save_baseline(ctx, loaded.module), IncOptions(tuning=False), "inc-int8")
     qdq, low = int8_contents(cand.path)
     assert qdq > 0 and low > 0 and cand.engine == "inc"
+
+
+def test_pt2e_and_inc_quantize_a_residual_pt2(tmp_path, digits, trained):
+    """A ResNet BasicBlock's shared ReLU made torchao refuse the .pt2 ("Input partition has more than one output
+    node"): with one partition per call site both engines make int8 QDQ with every conv's weight int8."""
+    pytest.importorskip("torchao")
+    pytest.importorskip("neural_compressor")
+    import onnx
+
+    from tests.conftest import make_pass_ctx
+    from toolkit.backends import inspect
+    from toolkit.core import modelio
+    from toolkit.intake import checkpoints as intake
+    from toolkit.passes.export import save_baseline
+    from toolkit.passes.quantize_inc import IncOptions, inc_ptq
+    from toolkit.passes.quantize_pt2e import Pt2eOptions, pt2e_ptq
+
+    loaded = intake.load(bounded_pt2(trained["resnet"], tmp_path / "resnet.pt2"))
+    ctx = make_pass_ctx(tmp_path, digits, loaded.module)
+    ctx.io = modelio.from_data(digits.val.inputs, digits.n_classes, module=loaded.module)
+    base = save_baseline(ctx, loaded.module)
+    fp32_f1 = ctx.val_macro_f1(base)
+    convs = 5  # stem + 2 per block
+    for cand in (pt2e_ptq(ctx, base, Pt2eOptions(), "pt2e-int8"), inc_ptq(ctx, base, IncOptions(tuning=False), "inc-int8")):
+        # 4 call sites of the two blocks' shared ReLUs are re-keyed; the stem's own ReLU is not shared
+        assert cand.info["shared_call_sites_split"] >= 2, cand.info
+        model = onnx.load(str(cand.path))
+        ops = [n.op_type for n in model.graph.node]
+        qdq, low = int8_contents(cand.path)
+        int8_weights = [t for t in model.graph.initializer if t.data_type == onnx.TensorProto.INT8 and len(t.dims) == 4]
+        assert ops.count("QuantizeLinear") >= convs and ops.count("DequantizeLinear") >= 2 * convs, (cand.id, ops)
+        assert len(int8_weights) == convs, f"{cand.id}: {len(int8_weights)} int8 conv weights of {convs}"
+        facts = inspect(cand.path)
+        assert facts.quantized_ops == qdq and facts.int8_weight_fraction > 0.9, (cand.id, facts.to_dict())
+        assert fp32_f1 - cand.info["val_macro_f1"] <= 0.05, (cand.id, fp32_f1, cand.info["val_macro_f1"])
 
 
 # --------------------------------------------------------------------------- remedies when default int8 collapses

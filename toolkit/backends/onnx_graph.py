@@ -61,9 +61,11 @@ def int8_weight_fraction(model) -> float:
 
     narrow = {onnx.TensorProto.INT8, onnx.TensorProto.UINT8, onnx.TensorProto.INT4, onnx.TensorProto.UINT4}
     total = low = 0
+    # per-channel scales and zero points are vectors: a QDQ file with fp32 weights and int8 zero points is not int8
+    qparams = {name for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear") for name in n.input[1:]}
     for t in model.graph.initializer:
         n = _n_elements(t)
-        if n <= 1:  # scales and zero points are scalars per tensor: not weights
+        if n <= 1 or t.name in qparams:  # scales and zero points are scalars per tensor: not weights
             continue
         total += n
         if t.data_type in narrow:

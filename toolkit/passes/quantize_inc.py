@@ -9,7 +9,8 @@ eval_fn = validation macro-F1 and stops at the first config within the tolerance
 so tolerable_loss = tolerance / fp32_macro_f1. Every trial (config, val macro-F1) is recorded in the
 candidate's info.
 
-Output: like `pt2e_ptq`, the converted program is exported with torch.onnx (dynamo) to an int8 QDQ ONNX
+Output: like `pt2e_ptq`, the converted program (weights folded to int8: INC converts with fold_quantize=False)
+is exported with torch.onnx (dynamo) to an int8 QDQ ONNX
 model run by ONNX Runtime (PT2E reference ops in torch eager are ~20x slower than fp32 here).
 """
 from __future__ import annotations
@@ -22,8 +23,8 @@ from toolkit.core.candidate import Candidate
 from toolkit.core.errors import UnsupportedError
 from toolkit.passes.base import PassContext, register_pass
 from toolkit.passes.export import dynamic_shapes, example_inputs, export_program, is_exported
-from toolkit.passes.quantize_pt2e import (calibrate, derive_quantized, require, save_quantized, torch_module,
-                                          torch_val_f1)
+from toolkit.passes.quantize_pt2e import (calibrate, derive_quantized, fold_weight_quantize, require, save_quantized,
+                                          split_shared_call_sites, torch_module, torch_val_f1)
 
 # the trial order: the fastest config (U8 asymmetric minmax, VNNI-friendly) first
 TUNING_SPACE = [("minmax", False), ("kl", False), ("minmax", True), ("kl", True)]
@@ -78,12 +79,15 @@ def _source_module(ctx: PassContext, parent: Candidate):
 def _exported(module, ctx: PassContext):
     """The graph INC's prepare/convert take. INC's own export is strict first, which on an unlifted .pt2 program
     gives a graph the X86 quantizer annotates nothing in (and calls .eval(), which such programs refuse):
-    an exported program is re-exported here, non-strict, with the contract's ranges, and marked as INC marks it."""
+    an exported program is re-exported here, non-strict, with the contract's ranges, and marked as INC marks it.
+    Its shared modules' call sites get one partition each (quantize_pt2e.split_shared_call_sites: a ResNet's reused
+    ReLU otherwise fails INC's X86 annotation with "Input partition has more than one output node")."""
     from neural_compressor.torch.export import export
 
     inner = getattr(module, "inner", None)
     if inner is not None and is_exported(inner):
         graph = export_program(inner, ctx, what="the model for INC").module()
+        graph._optkit_split = split_shared_call_sites(graph)
         graph._exported = True          # what INC's export sets: prepare() checks it
         graph.dynamic_shapes = dynamic_shapes(ctx)
         return graph
@@ -107,8 +111,10 @@ def inc_ptq(ctx: PassContext, parent: Candidate, opts: IncOptions, cid: str) -> 
 
     module = _source_module(ctx, parent)
     base_f1 = torch_val_f1(module, ctx)
+    graph = _exported(module, ctx)
     info: dict = {"library": f"neural-compressor {neural_compressor.__version__}", "fp32_val_macro_f1": round(base_f1, 4),
-                  "calibration_samples": ctx.calibration_size}
+                  "calibration_samples": ctx.calibration_size,
+                  "shared_call_sites_split": getattr(graph, "_optkit_split", 0)}
     if opts.tuning:
         trials: list[dict] = []
 
@@ -121,7 +127,7 @@ def inc_ptq(ctx: PassContext, parent: Candidate, opts: IncOptions, cid: str) -> 
         configs = [StaticQuantConfig(act_algo=a, act_sym=s) for a, s in space]
         # max_trials = len(space): INC returns None when it runs out of configs before max_trials
         tune = TuningConfig(config_set=configs, tolerable_loss=opts.tolerance / max(base_f1, 1e-9), max_trials=len(space))
-        quantized = autotune(_exported(module, ctx), tune, eval_fn=eval_fn,
+        quantized = autotune(graph, tune, eval_fn=eval_fn,
                              run_fn=lambda m: calibrate(m, ctx), example_inputs=example_inputs(ctx))
         if quantized is None:
             raise UnsupportedError("INC autotune returned no model; lower the number of trials or raise the tolerance")
@@ -137,10 +143,11 @@ def inc_ptq(ctx: PassContext, parent: Candidate, opts: IncOptions, cid: str) -> 
                      "chosen": chosen})
         step = "inc_ptq[autotune]"
     else:
-        prepared = prepare(_exported(module, ctx), StaticQuantConfig(act_algo=opts.act_algo))
+        prepared = prepare(graph, StaticQuantConfig(act_algo=opts.act_algo))
         calibrate(prepared, ctx)
         quantized = convert(prepared)
         info.update({"tuning": "none", "act_algo": opts.act_algo})
         step = f"inc_ptq[{opts.act_algo}]"
+    fold_weight_quantize(quantized)
     path = save_quantized(quantized, ctx, ctx.folder(cid), opts.output)
     return derive_quantized(parent, ctx, path, "inc", step, info)

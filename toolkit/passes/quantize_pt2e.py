@@ -15,6 +15,14 @@ default output is ONNX:
 The quantizer follows the target: X86InductorQuantizer for x86-64 (u8 activations, s8 per-channel
 weights: VNNI's U8S8), ArmInductorQuantizer (torchao 0.18's ARM variant of the same annotations) for
 ARM targets. torchao ships an XNNPACKQuantizer only under `torchao.testing`, so it is not used.
+
+Residual CNNs from a `.pt2` (a ResNet BasicBlock calls one `self.relu` twice): re-exporting the archive's
+unlifted module leaves no `source_fn_stack`, so `get_source_partitions` falls back to `nn_module_stack` and
+groups every call site of that module into one partition, which the fused conv-bn-relu / conv-add-relu
+annotations refuse ("Input partition has more than one output node"; pytorch/ao#4478 is the same grouping
+for a reused nn.Linear). torch.export already names each call site apart in that stack (`relu`, `relu@1`),
+so `split_shared_call_sites` keys the partition by call site before annotating — the partitions a strict
+export of the nn.Module gives (same Q/DQ count on a ResNet-18) — and the candidate's info says how many.
 """
 from __future__ import annotations
 
@@ -98,9 +106,44 @@ def save_quantized(module, ctx: PassContext, folder: Path, output: str) -> Path:
     return path
 
 
+def fold_weight_quantize(graph_module) -> None:
+    """Store the weights as int8: constant-fold quantize(weight) the way convert_pt2e(fold_quantize=True) does.
+
+    INC's convert keeps fold_quantize=False (its default, also inside autotune), so its ONNX held fp32 weights
+    with a runtime QuantizeLinear: an "int8" file with 0.7% int8 weights and fp32 size. Folding a graph that
+    convert_pt2e already folded changes nothing.
+    """
+    from torchao.quantization.pt2e.constant_fold import constant_fold
+    from torchao.quantization.pt2e.quantize_pt2e import _quant_node_constraint  # the predicate convert_pt2e folds with
+
+    constant_fold(graph_module, _quant_node_constraint)
+
+
 def quantized_nodes(graph_module) -> int:
     """quantize/dequantize nodes in a converted PT2E graph: zero means the quantizer matched nothing."""
     return sum(1 for n in graph_module.graph.nodes if n.op == "call_function" and "quantize" in str(n.target))
+
+
+def split_shared_call_sites(graph_module) -> int:
+    """Give each call site of a module used more than once its own source partition; returns the nodes re-keyed.
+
+    Only nodes without `source_fn_stack` (non-strict re-export of a .pt2) are touched: there torchao's partitioner
+    keys on the innermost `nn_module_stack` entry's module path, shared by all calls, while the entry's key
+    carries torch.export's per-call suffix (`...relu@1`). The module path gets that suffix: one partition per call.
+    """
+    import re
+
+    moved = 0
+    for node in graph_module.graph.nodes:
+        stack = node.meta.get("nn_module_stack")
+        if node.op != "call_function" or not stack or node.meta.get("source_fn_stack"):
+            continue
+        key, (path, cls) = next(reversed(stack.items()))
+        call = re.search(r"@(\d+)$", key)
+        if call and not path.endswith(call.group(0)):
+            node.meta["nn_module_stack"] = {**stack, key: (f"{path}{call.group(0)}", cls)}  # a copy: nodes share stacks
+            moved += 1
+    return moved
 
 
 def export_modes(module) -> tuple[bool, ...]:
@@ -156,9 +199,11 @@ def pt2e_ptq(ctx: PassContext, parent: Candidate, opts: Pt2eOptions, cid: str) -
         except UnsupportedError as exc:
             tried.append(f"strict={strict}: {exc}")
             continue
+        graph = program.module()
+        split = split_shared_call_sites(graph)
         try:
-            prepared = prepare_pt2e(program.module(), quantizer)
-        except ValueError as exc:  # torchao's annotation of some unlifted .pt2 graphs (a ResNet's residual add)
+            prepared = prepare_pt2e(graph, quantizer)
+        except ValueError as exc:  # a partition shape torchao's fused annotations still refuse
             tried.append(f"{ctx.source or parent.path}: {qname} cannot annotate this exported graph ({exc}); pass the "
                          "state dict with --model-factory so PT2E traces the nn.Module, or use the recipe's ORT/NNCF int8")
             continue
@@ -173,4 +218,5 @@ def pt2e_ptq(ctx: PassContext, parent: Candidate, opts: Pt2eOptions, cid: str) -
     return derive_quantized(parent, ctx, path, "pt2e", f"pt2e_ptq[{qname}]",
                             {"quantizer": qname, "library": f"torchao {torchao.__version__}", "output": opts.output,
                              "calibration_samples": ctx.calibration_size, "activations": "uint8 per-tensor",
-                             "weights": "int8 per-channel"})
+                             "weights": "int8 per-channel", "export": "strict" if strict else "non-strict",
+                             "shared_call_sites_split": split})
