@@ -75,7 +75,8 @@ class Combination:
     model: str
     recipe: str          # the recipe's name (folder names, the summary)
     recipe_ref: str      # what compress loads: a name or an absolute path
-    device: str
+    device: str          # the profile's name
+    device_ref: str      # what compress loads: a name, alias or an absolute path
     checkpoint: str
     data: str | None
     model_factory: str | None
@@ -137,11 +138,13 @@ def load_sweep(path: str | Path, out: str | Path | None = None, trust_checkpoint
     _unique(path, "recipes (their name: fields)", [n for n, _ in recipes])
     devices = []
     for i, d in enumerate(spec.devices):
+        local = _local(base, d)
+        ref = str(local) if local.suffix in (".yaml", ".yml") else d
         try:
-            devices.append(load_device(d).name)
+            devices.append((load_device(ref).name, ref))
         except ConfigError as exc:
             raise ConfigError(f"{path}: devices.{i}: {exc}") from exc
-    _unique(path, "devices (after resolving aliases)", devices)
+    _unique(path, "devices (after resolving aliases)", [n for n, _ in devices])
     models = [_checked_model(path, base, i, m) for i, m in enumerate(spec.models)]
 
     out_dir = Path(out) if out is not None else (_local(base, spec.out) if spec.out else Path("runs") / f"sweep-{path.stem}")
@@ -159,10 +162,10 @@ def load_sweep(path: str | Path, out: str | Path | None = None, trust_checkpoint
     combos = []
     for m in models:
         for rname, ref in recipes:
-            for dev in devices:
+            for dev, dev_ref in devices:
                 cid = f"{m.name}-{rname}-{dev}"
                 combos.append(Combination(
-                    id=cid, model=m.name, recipe=rname, recipe_ref=ref, device=dev, checkpoint=m.checkpoint,
+                    id=cid, model=m.name, recipe=rname, recipe_ref=ref, device=dev, device_ref=dev_ref, checkpoint=m.checkpoint,
                     data=m.data, model_factory=m.model_factory, output=m.output, text_column=m.text_column,
                     label_column=m.label_column, seed=spec.seed, trust_checkpoint=trust_checkpoint,
                     run_dir=str(out_dir / "runs" / cid), build_dir=str(out_dir / ".build" / cid)))
