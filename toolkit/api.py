@@ -22,7 +22,7 @@ def compress(checkpoint: str | Path | None = None, *, device: str = "jetson-orin
              threshold_metric: str = "f1", progress=None, resume: bool = False, no_cache: bool = False,
              output: str | None = None, text_column: str = "text", label_column: str = "label",
              measure_on: str | None = None, ssh_key: str | Path | None = None,
-             known_hosts: str | Path | None = None) -> RunResult:
+             known_hosts: str | Path | None = None, tokenizer: str | Path | None = None) -> RunResult:
     """Compress a checkpoint for a device: plan, run the recipe's passes, evaluate, select, report, bundle.
 
     Returns the typed RunResult (`.selected`, `.candidate(id)`, `.report_path`, `.bundle_path`, `.report`);
@@ -37,7 +37,7 @@ def compress(checkpoint: str | Path | None = None, *, device: str = "jetson-orin
     return run(checkpoint, device=device, recipe=recipe, data=data, out=out, model_factory=model_factory,
                trust_checkpoint=trust_checkpoint, seed=seed, overwrite=overwrite, threshold_metric=threshold_metric,
                progress=progress, resume=resume, no_cache=no_cache, output=output, text_column=text_column, label_column=label_column,
-               measure_on=measure_on, ssh_key=ssh_key, known_hosts=known_hosts)
+               measure_on=measure_on, ssh_key=ssh_key, known_hosts=known_hosts, tokenizer=tokenizer)
 
 
 def distill(teacher: str | Path | None, student: str, data: str | Path | None = None, device: str = "x86-avx512",

@@ -39,6 +39,7 @@ def compress(
     output: Optional[str] = typer.Option(None, "--output", help="Which model output holds the logits (dict key, ONNX output name, tuple position); default: the single output, else 'logits'."),
     text_column: str = typer.Option("text", "--text-column", help="Raw-text data (.csv/.jsonl/.parquet): the column holding the text."),
     label_column: str = typer.Option("label", "--label-column", help="Raw-text data: the column holding the label (class name or index)."),
+    tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="Raw-text data: the tokenizer folder (tokenizer.save_pretrained). Default: a Hugging Face folder's own, else the tokenizer files next to the checkpoint."),
     measure_on: Optional[str] = typer.Option(None, "--measure-on", help="Time every candidate on this device over SSH: ssh://user@host[:port][?python=PATH]."),
     ssh_key: Optional[Path] = ssh_key_option(),
     known_hosts: Optional[Path] = known_hosts_option(),
@@ -63,7 +64,7 @@ def compress(
                                   overwrite=overwrite, threshold_metric=threshold_metric, progress=progress,
                                   resume=resume, no_cache=no_cache, output=output, text_column=text_column,
                                   label_column=label_column, measure_on=measure_on, ssh_key=ssh_key,
-                                  known_hosts=known_hosts)
+                                  known_hosts=known_hosts, tokenizer=tokenizer)
         except GateFailed as exc:  # the run finished and wrote its report; nothing met the gates
             if getattr(exc, "result", None) is None or as_json:
                 raise

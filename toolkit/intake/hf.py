@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from toolkit.core.artifacts import file_sha256
-from toolkit.core.errors import CheckpointError
+from toolkit.core.errors import CheckpointError, UnsafeCheckpoint
 
 # model_type (config.json) -> the family name said in notes. MiniLM checkpoints are model_type "bert".
 FAMILIES = {"bert": "BERT", "distilbert": "DistilBERT", "roberta": "RoBERTa", "xlm-roberta": "XLM-RoBERTa",
@@ -84,12 +84,21 @@ def quiet_transformers():
     return transformers
 
 
-def load_tokenizer(folder: str | Path, trust: bool = False):
-    """The folder's own tokenizer (fast, local files only); a folder without tokenizer files is a one-line error."""
-    from toolkit.intake.safety import check_hf_folder
+def load_tokenizer(folder: str | Path, trust: bool = False, whole_folder: bool = True):
+    """The folder's own tokenizer (fast, local files only); a folder without tokenizer files is a one-line error.
+
+    whole_folder=False (a tokenizer folder next to a .pt2 / state dict, or --tokenizer): only what the tokenizer
+    loader reads is checked (auto_map = custom code); the user's factory module or other checkpoints sitting in
+    the same folder are not the tokenizer's, and are not loaded by it.
+    """
+    from toolkit.backends.pt2_safety import TRUST_HINT
+    from toolkit.intake.safety import check_hf_folder, hf_folder_problems
 
     folder = Path(folder)
-    check_hf_folder(folder, trust)
+    if whole_folder:
+        check_hf_folder(folder, trust)
+    elif not trust and (code := [p for p in hf_folder_problems(folder) if "auto_map" in p]):
+        raise UnsafeCheckpoint(f"{folder}: {code[0]}; {TRUST_HINT}")
     if not any((folder / n).is_file() for n in TOKENIZER_FILES):
         raise CheckpointError(f"{folder}: no tokenizer files (tokenizer.json, vocab.txt, ...); save the tokenizer "
                               "next to the model with tokenizer.save_pretrained(folder)")
@@ -166,18 +175,23 @@ TRANSFORMER_RECIPE = "transformer"
 def transformer_reason(checkpoint: str | Path | None) -> str | None:
     """Why this checkpoint is a transformer encoder (then recipes/transformer.yaml fits it), or None.
 
-    A Hugging Face folder of a supported family, or an ONNX graph with attention (Softmax between MatMuls, or a
-    fused Attention op) and LayerNorm blocks. Read from config.json or the graph only: nothing is loaded.
+    A Hugging Face folder of a supported family, a torch checkpoint file (.pt2, state dict) with such a folder's
+    config.json next to it (save_pretrained's / Optimum's layout), or an ONNX graph with attention (Softmax between
+    MatMuls, or a fused Attention op) and LayerNorm blocks. Read from config.json or the graph only: nothing is loaded.
     """
     if checkpoint is None or str(checkpoint).startswith("builtin:"):
         return None
     path = Path(checkpoint)
-    if is_hf_folder(path):
+    torch_file = path.is_file() and path.suffix.lower() in (".pt2", ".safetensors", ".pt", ".pth")
+    if is_hf_folder(path) or (torch_file and is_hf_folder(path.parent)):
         try:
-            model_type = read_config(path).get("model_type")
+            model_type = read_config(path if path.is_dir() else path.parent).get("model_type")
         except CheckpointError:
             return None  # the loader says what is wrong with it, in its place
-        return f"{path.name} is a Hugging Face {FAMILIES[model_type]} encoder" if model_type in FAMILIES else None
+        if model_type not in FAMILIES:
+            return None
+        return (f"{path.name} is a Hugging Face {FAMILIES[model_type]} encoder" if path.is_dir() else
+                f"{path.name}'s config.json says a Hugging Face {FAMILIES[model_type]} encoder")
     if path.suffix.lower() == ".onnx" and path.is_file():
         from toolkit.backends.onnx_graph import load_graph, op_counts
 

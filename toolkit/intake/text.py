@@ -209,20 +209,56 @@ def _tokenizer_sha(folder: Path) -> str:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
-def load_for_checkpoint(path: str | Path, checkpoint, *, trust: bool = False, text_column: str = "text",
-                        label_column: str = "label", seed: int = 0):
-    """Text data for a Hugging Face folder checkpoint: its tokenizer, its position cap, its class names."""
+def tokenizer_folder(checkpoint, tokenizer: str | Path | None = None) -> tuple[Path, str]:
+    """Where the tokenizer for raw text comes from, and how that was decided (said in the run's notes).
+
+    1. --tokenizer DIR, when given (what tokenizer.save_pretrained(DIR) wrote);
+    2. a Hugging Face model folder: its own tokenizer files;
+    3. a checkpoint file (.pt2, .safetensors + --model-factory, .onnx) with tokenizer files next to it: the layout
+       Optimum's exporters and `save_pretrained(folder)` of model + tokenizer write, so an Optimum user's folder
+       works as is.
+    """
     from toolkit.intake import hf
 
-    if checkpoint is None or not hf.is_hf_folder(checkpoint):
-        raise DataError(f"{path}: raw text needs a tokenizer: pass a Hugging Face model folder (config.json + "
-                        "tokenizer files) as the checkpoint, or tokenize yourself into a .npz (input_ids, attention_mask, y)")
-    folder = Path(checkpoint)
-    cfg = hf.read_config(folder)
-    tokenizer = hf.load_tokenizer(folder, trust)
+    if tokenizer is not None:
+        folder = Path(tokenizer)
+        if not folder.is_dir() or not any((folder / n).is_file() for n in hf.TOKENIZER_FILES):
+            raise DataError(f"{folder}: --tokenizer needs a folder with tokenizer files (tokenizer.json, vocab.txt, ...); "
+                            "write one with tokenizer.save_pretrained(folder)")
+        return folder, f"--tokenizer {folder}"
+    if checkpoint is not None and hf.is_hf_folder(checkpoint):
+        return Path(checkpoint), "the Hugging Face folder's own tokenizer"
+    if checkpoint is not None and not str(checkpoint).startswith("builtin:") and Path(checkpoint).is_file():
+        folder = Path(checkpoint).parent
+        if any((folder / n).is_file() for n in hf.TOKENIZER_FILES):
+            return folder, f"the tokenizer files next to {Path(checkpoint).name}"
+    raise DataError("raw text needs a tokenizer: pass a Hugging Face model folder (config.json + tokenizer files) as the "
+                    "checkpoint, save the tokenizer next to the checkpoint file (tokenizer.save_pretrained(its folder)), "
+                    "pass --tokenizer DIR, or tokenize yourself into a .npz (input_ids, attention_mask, y)")
+
+
+def load_for_checkpoint(path: str | Path, checkpoint, *, trust: bool = False, text_column: str = "text",
+                        label_column: str = "label", seed: int = 0, tokenizer: str | Path | None = None):
+    """Text data for a checkpoint: its tokenizer (tokenizer_folder), its position cap, its class names.
+
+    The cap and the class names come from a config.json in the tokenizer's folder when there is one (the model's
+    own, as save_pretrained writes it), and from the tokenizer's model_max_length.
+    """
+    from toolkit.intake import hf
+
+    try:
+        folder, where = tokenizer_folder(checkpoint, tokenizer)
+    except DataError as exc:
+        raise DataError(f"{path}: {exc}") from None
+    is_model_folder = checkpoint is not None and hf.is_hf_folder(checkpoint) and folder == Path(checkpoint)
+    cfg = hf.read_config(folder) if (folder / "config.json").is_file() else {}
+    tok = hf.load_tokenizer(folder, trust, whole_folder=is_model_folder)
     cap = hf.max_sequence(cfg)
-    tok_max = getattr(tokenizer, "model_max_length", None)
+    tok_max = getattr(tok, "model_max_length", None)
     if isinstance(tok_max, int) and 0 < tok_max < 1_000_000:
         cap = min(cap, tok_max) if cap else tok_max
-    return load_text(path, tokenizer, tokenizer_dir=folder, model_cap=cap, model_labels=hf.class_names(cfg),
+    data = load_text(path, tok, tokenizer_dir=folder, model_cap=cap, model_labels=hf.class_names(cfg),
                      text_column=text_column, label_column=label_column, seed=seed)
+    if is_model_folder:
+        return data
+    return dataclasses.replace(data, notes=(*data.notes, f"raw text tokenized with {where} ({folder})"))

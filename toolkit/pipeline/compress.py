@@ -30,14 +30,14 @@ from toolkit.pipeline.targets import add_target_estimates, target_builds
 # --------------------------------------------------------------------------- compress
 
 def _load_data(data: str | Path | None, checkpoint, seed: int, trust: bool = False, text_column: str = "text",
-               label_column: str = "label") -> Dataset:
+               label_column: str = "label", tokenizer: str | Path | None = None) -> Dataset:
     """The data, checked completely; called before the checkpoint is loaded so a data mistake fails first."""
     from toolkit.core.errors import DataError
     from toolkit.intake import text
 
-    if data is not None and text.is_text_file(data):  # raw text: the HF folder's tokenizer (not its weights) is read
+    if data is not None and text.is_text_file(data):  # raw text: a tokenizer (not the weights) is read (intake/text.py)
         return text.load_for_checkpoint(Path(data), checkpoint, trust=trust, text_column=text_column,
-                                        label_column=label_column, seed=seed)
+                                        label_column=label_column, seed=seed, tokenizer=tokenizer)
     if data is not None:
         return load_npz(Path(data), seed=seed)
     if checkpoint is None or str(checkpoint).startswith("builtin:"):
@@ -54,7 +54,7 @@ def compress(checkpoint: str | Path | None = None, *, device: str = "jetson-orin
              no_cache: bool = False, reference_only=None,
              measure_on: str | None = None, ssh_key: str | Path | None = None, known_hosts: str | Path | None = None,
              output: str | None = None, text_column: str = "text", label_column: str = "label",
-             build_only: bool = False) -> RunResult:
+             build_only: bool = False, tokenizer: str | Path | None = None) -> RunResult:
     from toolkit.intake import checkpoints as intake
     from toolkit.output.staging import check_target, staged
 
@@ -100,7 +100,7 @@ def compress(checkpoint: str | Path | None = None, *, device: str = "jetson-orin
         from toolkit.core.errors import CheckpointError  # existence only: cheap, and said before the data's problems
 
         raise CheckpointError(f"{checkpoint}: checkpoint not found; check the path")
-    dataset = _load_data(data, checkpoint, seed, trust_checkpoint, text_column, label_column)  # before the checkpoint is opened: a missing or bad --data fails first
+    dataset = _load_data(data, checkpoint, seed, trust_checkpoint, text_column, label_column, tokenizer)  # before the checkpoint is opened: a missing or bad --data fails first
     loaded = intake.load(checkpoint, factory=model_factory, trust_checkpoint=trust_checkpoint)
     known_notes = len(loaded.notes)
     if family:
