@@ -347,6 +347,46 @@ def test_remedy_fixes_a_collapsing_int8(tmp_path, digits, demo_model):
         int8_remedies(ctx, onnx_c, RemedyOptions(ptq_candidate="fine"), "again")
 
 
+def last_layer_outlier(demo_module, units: int = 2):
+    """The demo CNN with the head's input columns of its `units` most used hidden units scaled x1000 (and those
+    units scaled /1000 in the layer before): the same function in fp32, but every row of the head holds a weight
+    1000x its others, so per-channel int8 crushes the rest of the head — a last layer that needs higher precision."""
+    import copy
+
+    m = copy.deepcopy(demo_module).eval()
+    lin1, head = m[6], m[8]
+    with torch.no_grad():
+        for k in torch.argsort(head.weight.abs().sum(0), descending=True)[:units]:
+            head.weight[:, k] *= 1000.0
+            lin1.weight[k] /= 1000.0
+            lin1.bias[k] /= 1000.0
+    return m
+
+
+def test_first_last_fp32_is_the_remedy_that_fixes_a_collapsing_head(tmp_path, digits, demo_model):
+    from tests.conftest import make_pass_ctx
+    from toolkit.passes.export import export_onnx, save_baseline
+    from toolkit.passes.quantize_ort import OrtStaticOptions, ort_static_int8
+    from toolkit.passes.remedies import RemedyOptions, int8_remedies
+
+    module = last_layer_outlier(demo_model.module)
+    ctx = make_pass_ctx(tmp_path, digits, module)
+    onnx_c = export_onnx(ctx, save_baseline(ctx, module), None, "onnx-fp32")
+    ptq = ort_static_int8(ctx, onnx_c, OrtStaticOptions(), "ort-int8-minmax")
+    ctx.candidates = {"onnx-fp32": onnx_c, "ort-int8-minmax": ptq}
+    assert ctx.val_macro_f1(onnx_c) - ctx.val_macro_f1(ptq) > 0.5, "per-channel int8 must collapse on this head"
+    # 0.02: the rest of the network, still int8, costs ~1.4 pt here; the point is which remedy comes first
+    cand = int8_remedies(ctx, onnx_c, RemedyOptions(ptq_candidate="ort-int8-minmax", tolerance=0.02), "ort-int8-remedied")
+    info = cand.info
+    assert info["fixed_by"] == "first_last_fp32" and info["fixed_by_what"] == "first and last layers kept fp32", info["trials"]
+    names = {t["remedy"]: t for t in info["trials"]}
+    assert not names["percentile"]["within_tolerance"] and not names["entropy"]["within_tolerance"]
+    assert len(info["excluded_nodes"]) == 2 and cand.precision == "mixed-int8"  # the stem conv and the head stay fp32
+    qdq, low = int8_contents(cand.path)
+    assert qdq > 0 and low > 0
+    assert ctx.val_macro_f1(onnx_c) - ctx.val_macro_f1(cand) <= 0.02 + 1e-9
+
+
 # --------------------------------------------------------------------------- end to end: default and x86 recipes
 
 def test_default_recipe_int8_candidates_hold_int8(demo_run):
