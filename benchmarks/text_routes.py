@@ -193,6 +193,86 @@ def markdown(results: list[dict], host: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _calibration_ctx(work: Path, samples: int):
+    """The demo's data and an ONNX Runtime pass context (no torch model held: the child's RSS is calibration's)."""
+    from toolkit.core import modelio
+    from toolkit.intake import demo_text, text
+    from toolkit.passes import PassContext
+    from toolkit.pipeline.devices import load_device
+
+    folder, reviews = demo_text.resolve()
+    data = text.load_for_checkpoint(Path(reviews), Path(folder))
+    return PassContext(workdir=work, data=data, io=modelio.from_data(data.val.inputs, data.n_classes),
+                       device=load_device("x86-avx512"), seed=0, calibration_size=samples, threads=2, log=lambda m: None)
+
+
+def _calibration_child(spec: dict, result_file: Path) -> None:
+    """One child per setting: export (once, cached on disk) or one percentile calibration with its peak RSS."""
+    import resource
+
+    from toolkit.core.candidate import Candidate
+    from toolkit.passes import load_all
+
+    work = Path(spec["work"])
+    onnx_path = work / "onnx-fp32" / "model.onnx"
+    ctx = _calibration_ctx(work, spec["samples"])
+    if spec["mode"] == "export":
+        from toolkit.intake import demo_text
+        from toolkit.intake.hf import load_folder
+        from toolkit.passes.export import save_baseline
+
+        module = load_folder(demo_text.resolve()[0])["module"]
+        ctx.torch_module = module
+        load_all()["export_onnx"].fn(ctx, save_baseline(ctx, module), None, "onnx-fp32")
+        result_file.write_text(json.dumps({"onnx": str(onnx_path)}))
+        return
+    from toolkit.passes.quantize_ort import OrtStaticOptions
+
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    parent = Candidate(id="onnx-fp32", path=onnx_path, format="onnx", precision="fp32", backend="onnxruntime",
+                       lineage=("baseline",))
+    t0 = time.time()
+    made = load_all()["ort_static_int8"].fn(ctx, parent, OrtStaticOptions(
+        calibration="percentile", per_channel=False, activations="uint8", stream_batches=spec["stream_batches"]),
+        f"percentile-{spec['stream_batches']}")
+    seconds = time.time() - t0
+    rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    result_file.write_text(json.dumps({
+        "samples": spec["samples"], "stream_batches": spec["stream_batches"], "seconds": round(seconds, 1),
+        "peak_rss_mb": round(rss1 / 1024, 1), "rss_before_calibration_mb": round(rss0 / 1024, 1),
+        "streaming": made.info["calibration_streaming"], "val_macro_f1": round(ctx.val_macro_f1(made), 4)}))
+
+
+def calibration_rss(work: Path, samples: int, settings: list[int]) -> list[dict]:
+    """Peak RSS of ORT percentile calibration on MiniLM-L6, streamed (stream_batches) vs all samples held."""
+    work.mkdir(parents=True, exist_ok=True)
+    out = []
+    for mode, stream in [("export", 0), *(("calibrate", n) for n in settings)]:
+        result_file = work / f"calib-{mode}-{stream}.json"
+        result_file.unlink(missing_ok=True)
+        arg = json.dumps({"mode": mode, "work": str(work), "samples": samples, "stream_batches": stream})
+        proc = subprocess.Popen([sys.executable, __file__, "--calibration-child", arg, "--work", str(result_file)])
+        _, status, usage = os.wait4(proc.pid, 0)
+        if mode == "calibrate":
+            got = json.loads(result_file.read_text()) if result_file.is_file() else {"stream_batches": stream,
+                                                                                     "error": f"exit {status}"}
+            got["child_peak_rss_mb"] = round(usage.ru_maxrss / 1024, 1)
+            out.append(got)
+            print(json.dumps(got))
+    return out
+
+
+def calibration_markdown(rows: list[dict]) -> str:
+    lines = ["", "## ORT percentile calibration on MiniLM-L6: peak RSS of a child process doing only that", "",
+             "| samples | batches held at once | seconds | peak RSS MB | RSS before calibration MB | val macro-F1 |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        held = (r.get("streaming") or {}).get("ort_extra_options", {}).get("CalibStridedMinMax", r.get("stream_batches"))
+        lines.append(f"| {r.get('samples')} | {held} | {r.get('seconds')} | {r.get('child_peak_rss_mb')} | "
+                     f"{r.get('rss_before_calibration_mb')} | {r.get('val_macro_f1', r.get('error'))} |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--routes", default="hf,pt2,factory")
@@ -200,21 +280,35 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     ap.add_argument("--spec", help=argparse.SUPPRESS)
+    ap.add_argument("--calibration-child", help=argparse.SUPPRESS)
+    ap.add_argument("--calibration-only", action="store_true", help="only the percentile calibration RSS rows")
+    ap.add_argument("--calibration-samples", type=int, default=128, help="the transformer recipe's calibration_size")
+    ap.add_argument("--calibration-settings", default="16,0", help="stream_batches values; 0 = all samples at once")
     args = ap.parse_args()
     if args.one:
         _one(args.one, json.loads(args.spec), args.work / args.one, args.work / f"{args.one}.result.json")
+        return
+    if args.calibration_child:
+        _calibration_child(json.loads(args.calibration_child), args.work)
         return
     from toolkit.core.host import host
     from toolkit.intake import demo_text
 
     folder, data = demo_text.resolve()  # a one-line error until `optkit prepare minilm-sentiment` ran
     args.work.mkdir(parents=True, exist_ok=True)
-    routes = build_routes(Path(folder), args.work / "checkpoints")
-    results = [run_route(name, routes[name], Path(data), args.work) for name in args.routes.split(",")]
+    results_file = args.out / "text_routes.json"
+    previous = json.loads(results_file.read_text()) if results_file.is_file() else {}
+    results = previous.get("results", [])
+    if not args.calibration_only:
+        routes = build_routes(Path(folder), args.work / "checkpoints")
+        results = [run_route(name, routes[name], Path(data), args.work) for name in args.routes.split(",")]
+    settings = [int(n) if int(n) > 0 else 4096 for n in args.calibration_settings.split(",") if n.strip()]
+    calibration = calibration_rss(args.work / "calibration", args.calibration_samples, settings)
     facts = host()
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "text_routes.json").write_text(json.dumps({"host": facts, "results": results}, indent=1, default=str))
-    (args.out / "text_routes.md").write_text(markdown(results, facts))
+    results_file.write_text(json.dumps({"host": facts, "results": results, "calibration": calibration}, indent=1,
+                                       default=str))
+    (args.out / "text_routes.md").write_text(markdown(results, facts) + calibration_markdown(calibration))
     print((args.out / "text_routes.md").read_text())
 
 

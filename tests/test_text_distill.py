@@ -98,15 +98,23 @@ def test_kd_student_trains_exports_and_is_reported_with_f1(distill_run):
     assert rows["student"].metrics.macro_f1 > 0.7
 
 
-def test_max_steps_bounds_training(bert4, tmp_path):
-    """The budget is a step count (reproducible), not only wall time: the run stops there and says so."""
-    import toolkit
-    from toolkit.passes.training import TrainOptions
+def test_max_steps_and_the_deadline_bound_training(bert4, tmp_path):
+    """The budget is a step count (reproducible) and the recipe's deadline; the run stops there and says so."""
+    import time
 
-    assert TrainOptions(max_steps=5).max_steps == 5
-    recipe = tmp_path / "r.yaml"
-    recipe.write_text(RECIPE.replace("max_steps: 40", "max_steps: 3").split("  - id: student-onnx-fp32")[0]
-                      + "  - id: student-onnx-fp32\n    pass: export_onnx\n    from: student\n")
-    result = toolkit.compress(bert4[0], data=bert4[1], device="x86-avx512", recipe=recipe, out=tmp_path / "run")
-    info = next(c for c in result.report.candidates if c.id == "student").info
-    assert info["steps_run"] == 3 and info["stopped_by"] == "max_steps" and info["epochs_run"] == 1
+    from tests.conftest import make_pass_ctx
+    from toolkit.intake import checkpoints, text
+    from toolkit.passes import load_all
+    from toolkit.passes.distill import DistillOptions
+    from toolkit.passes.export import save_baseline
+
+    folder, data = bert4
+    module = checkpoints.load(folder).module
+    ctx = make_pass_ctx(tmp_path, text.load_for_checkpoint(data, folder), module)
+    base = save_baseline(ctx, module)
+    opts = DistillOptions(student="every_other_layer", epochs=5, batch_size=16, max_steps=3, ablation=False)
+    made = load_all()["distill"].fn(ctx, base, opts, "student")
+    assert made.info["steps_run"] == 3 and made.info["stopped_by"] == "max_steps" and made.info["epochs_run"] == 1
+    ctx.deadline = time.time() - 1  # the recipe's time budget already spent: one validated epoch, no step
+    late = load_all()["distill"].fn(ctx, base, opts.model_copy(update={"max_steps": None}), "student-late")
+    assert late.info["stopped_by"] == "time" and late.info["steps_run"] == 0 and late.info["epochs_run"] == 1
