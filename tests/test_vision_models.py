@@ -98,6 +98,10 @@ def convnext_like():
     return ConvNeXtLike()
 
 
+def resnet_like():
+    return ResNetLike()
+
+
 BLOCKS = {"mobilenet": MobileNetLike, "convnext": ConvNeXtLike, "resnet": ResNetLike}
 
 
@@ -398,8 +402,8 @@ def test_default_recipe_int8_candidates_hold_int8(demo_run):
     assert_every_step_accounted(report)
 
 
-@pytest.mark.slow  # minutes: every engine of the recipe (INC autotune, NNCF accuracy control); 3 passed in 617 s here
-@pytest.mark.parametrize("block,form", [("mobilenet", "pt2"), ("convnext", "factory")])
+@pytest.mark.slow  # minutes each: every engine of the recipe (INC autotune, NNCF accuracy control)
+@pytest.mark.parametrize("block,form", [(b, f) for b in sorted(BLOCKS) for f in ("pt2", "factory")])
 def test_x86_recipe_on_user_cnns(tmp_path, trained, digits_npz, block, form):
     """x86-engines on a bounded-batch .pt2 and on a safetensors + factory model: every step accounted for,
     every int8 candidate holds int8, the .pt2's batch range is in the report and the bundle."""
@@ -414,7 +418,7 @@ def test_x86_recipe_on_user_cnns(tmp_path, trained, digits_npz, block, form):
 
         ckpt = tmp_path / f"{block}.safetensors"
         save_file({k: v.contiguous() for k, v in trained[block].state_dict().items()}, str(ckpt))
-        factory = f"tests.test_vision_models:{block}_like"
+        factory = f"tests.test_vision_models:{block}_like"  # mobilenet_like, convnext_like, resnet_like
     from toolkit.core.errors import GateFailed
 
     run = tmp_path / "run"
@@ -427,6 +431,8 @@ def test_x86_recipe_on_user_cnns(tmp_path, trained, digits_npz, block, form):
     assert_every_step_accounted(report)
     checked = assert_int8_is_int8(report, run)
     assert {"ort-int8-minmax", "pt2e-int8"} <= set(checked), checked
+    if block == "resnet":  # the residual block's shared ReLU no longer stops PT2E or INC (one partition per call site)
+        assert "inc-int8" in checked, [(p["id"], p["status"], p["reason"]) for p in report["plan"]]
     ranges = report["io"]["dim_ranges"]["batch"]
     assert ranges == ({"min": 1, "max": BATCH_MAX, "from": "checkpoint"} if form == "pt2"
                       else {"min": 1, "max": 4096, "from": "data"})
