@@ -147,9 +147,9 @@ def split_shared_call_sites(graph_module) -> int:
 
 
 def export_modes(module) -> tuple[bool, ...]:
-    """strict first for a real nn.Module (non-strict export leaves batch norm in a form the inductor quantizers
-    do not match: "Input partition has more than one output node" on a ResNet); an unlifted .pt2 program is
-    exported non-strict only: strict re-tracing of it gives a graph the quantizers annotate nothing in."""
+    """strict first for a real nn.Module (strict export records `source_fn_stack`, one partition per call of a shared
+    module; non-strict relies on split_shared_call_sites); an unlifted .pt2 program is exported non-strict only:
+    strict re-tracing of it gives a graph the quantizers annotate nothing in."""
     from toolkit.passes.export import is_exported
 
     return (False,) if is_exported(module) else (True, False)
