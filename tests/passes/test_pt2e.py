@@ -48,3 +48,34 @@ def test_arm_quantizer_is_picked_for_arm_targets(demo_ctx):
     assert pick_quantizer("auto", ctx2)[1] == "ArmInductorQuantizer"
     assert pick_quantizer("auto", ctx)[1] == "X86InductorQuantizer"
     assert load_device("x86-avx512").default_recipe == "x86-engines"
+
+
+def test_shared_module_call_sites_get_one_partition_each(tmp_path):
+    """A module called twice (a ResNet block's self.relu): after re-exporting a .pt2 non-strict, torchao's
+    partitioner grouped both calls into one partition with two outputs; split_shared_call_sites separates them."""
+    pytest.importorskip("torchao")
+    import torch
+    import torch.nn as nn
+    from torch.fx.passes.utils.source_matcher_utils import get_source_partitions
+
+    from toolkit.passes.quantize_pt2e import split_shared_call_sites
+
+    class Twice(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.relu = nn.Conv2d(1, 4, 3, padding=1), nn.ReLU()
+
+        def forward(self, x):
+            y = self.relu(self.conv(x))
+            return self.relu(y + x)
+
+    path = tmp_path / "twice.pt2"
+    x = torch.randn(2, 1, 8, 8)
+    torch.export.save(torch.export.export(Twice().eval(), (x,)), str(path))
+    graph = torch.export.export(torch.export.load(str(path)).module(), (x,), strict=False).module()
+    before = get_source_partitions(graph.graph, [nn.ReLU])[nn.ReLU]
+    assert [len(p.output_nodes) for p in before] == [2]
+    assert split_shared_call_sites(graph) == 1  # the second call is re-keyed; the first keeps the module's path
+    after = get_source_partitions(graph.graph, [nn.ReLU])[nn.ReLU]
+    assert sorted(len(p.output_nodes) for p in after) == [1, 1]
+    assert split_shared_call_sites(graph) == 0, "idempotent"
