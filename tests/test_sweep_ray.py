@@ -52,6 +52,12 @@ def test_ray_sweep_matches_the_local_executor(tmp_path, digits, demo_model, ray_
         assert row["metrics"] == loc[cid]["metrics"], cid          # accuracy: identical, not "close"
         assert row["artifacts"] == loc[cid]["artifacts"], cid      # every candidate's bytes: identical
         assert row["selected"] is not None and row["node"].startswith(f"{os.uname().nodename}:")
+    # timing kept honest: while a measure task ran on the node, nothing else of the sweep ran there
+    windows = [(c["node"], "measure", *c["measure_window"]) for c in remote["combinations"]]
+    windows += [(c["build_node"], "build", *c["build_window"]) for c in remote["combinations"]]
+    for node, _, start, end in [w for w in windows if w[1] == "measure"]:
+        overlapping = [w for w in windows if w[0] == node and w[2] < end and w[3] > start and w[2:] != (start, end)]
+        assert not overlapping, (start, end, overlapping)
     # one progress line per combination and phase; a measure task's node is recorded with its timing
     assert len(lines) == 8 and sum(" build " in line for line in lines) == 4
     assert all(line.startswith(f"[{i}/8] ") for i, line in enumerate(lines, 1))

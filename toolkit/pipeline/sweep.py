@@ -245,7 +245,7 @@ def run_sweep(sweep: Sweep, executor: str = "local", address: str | None = None,
             builds[combo.id] = result
         else:
             b = builds.get(combo.id, {})
-            result.update(build_node=b.get("node"), build_s=b.get("seconds"))
+            result.update(build_node=b.get("node"), build_s=b.get("seconds"), build_window=b.get("window"))
             result["history"] = record_history(sweep, combo, result, log)
             results[combo.id] = result
         log(f"[{done}/{total}] {summary_line(combo, phase, result)}")
@@ -268,7 +268,7 @@ def _summary(sweep: Sweep, ex, results: dict[str, dict], wall_s: float, log) -> 
     code = 3 if failed else (1 if regressions else 0)
     return {
         "sweep": str(sweep.path), "out": str(sweep.out), "executor": ex.name, "nodes": ex.nodes(),
-        "wall_s": round(wall_s, 2), "history": str(sweep.history), "nightly": night,
+        "wall_s": round(wall_s, 2), "executor_startup_s": ex.startup_s, "history": str(sweep.history), "nightly": night,
         "combinations": rows, "n_ok": sum(r["status"] in ("ok", "reused") for r in rows),
         "n_failed": sum(r["status"] not in ("ok", "reused") for r in rows),
         "ok": code == 0, "exit_code": code,

@@ -11,6 +11,7 @@ from toolkit.pipeline.executors import register
 @register("local")
 class LocalExecutor:
     name = "local"
+    startup_s = 0.0
 
     def __init__(self, address: str | None = None):
         from toolkit.core.errors import ConfigError

@@ -64,6 +64,7 @@ class RayExecutor:
             raise BackendUnavailable("the ray executor needs Ray: pip install -e '.[ray]' (or use --executor local)") from exc
         self.address = address
         self._nodes: list[dict] = []
+        self.startup_s = 0.0  # ray.init: starting a local instance or joining the cluster
 
     def nodes(self) -> list[dict]:
         return self._nodes
@@ -72,9 +73,13 @@ class RayExecutor:
         import ray
 
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage-stats upload attempts (offline hosts)
+        import time
+
         started = not ray.is_initialized()
+        t0 = time.time()
         if started:  # an existing connection (a test's local instance, a notebook) is used as is
             ray.init(address=self.address, include_dashboard=False, log_to_driver=False)
+        self.startup_s = round(time.time() - t0, 2)
         try:
             alive = [n for n in ray.nodes() if n.get("Alive")]
             self._nodes = [{"node": f"{n.get('NodeManagerHostname')}:{n['NodeID'][:12]}",

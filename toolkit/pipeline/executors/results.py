@@ -101,6 +101,7 @@ def combination_row(combo, result: dict | None) -> dict[str, Any]:
             "selected": r.get("selected"), "macro_f1": r.get("macro_f1"), "latency_p50_ms": r.get("latency_p50_ms"),
             "node": r.get("timing_node") or r.get("node"), "build_node": r.get("build_node"),
             "build_s": r.get("build_s"), "measure_s": r.get("seconds"), "history": r.get("history"),
+            "build_window": r.get("build_window"), "measure_window": r.get("window"),
             "metrics": r.get("metrics") or {}, "artifacts": r.get("artifacts") or {}}
 
 

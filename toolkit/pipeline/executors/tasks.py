@@ -46,7 +46,7 @@ def finished_report(combo) -> dict | None:
         return None
 
 
-def build_combination(combo, node: str) -> dict[str, Any]:
+def _build(combo, node: str) -> dict[str, Any]:
     from toolkit.pipeline.compress import compress
 
     t0 = time.time()
@@ -65,7 +65,7 @@ def build_combination(combo, node: str) -> dict[str, Any]:
             shutil.rmtree(build_dir, ignore_errors=True)
 
 
-def measure_combination(combo, built: dict, node: str) -> dict[str, Any]:
+def _measure(combo, built: dict, node: str) -> dict[str, Any]:
     from toolkit.output.history import host_fingerprint
     from toolkit.pipeline.compress import compress
     from toolkit.pipeline.executors.results import artifact_hashes, history_rows, report_digest
@@ -101,6 +101,22 @@ def measure_combination(combo, built: dict, node: str) -> dict[str, Any]:
                report_sha256=report_digest(Path(combo.run_dir)), host_fingerprint=host_fingerprint(),
                seconds=round(time.time() - t0, 2))
     return out
+
+
+def _windowed(fn, *args) -> dict[str, Any]:
+    """fn's result with its wall-clock window [start, end] (epoch s): what shows that no timing overlapped other work."""
+    start = time.time()
+    result = fn(*args)
+    result["window"] = [start, time.time()]
+    return result
+
+
+def build_combination(combo, node: str) -> dict[str, Any]:
+    return _windowed(_build, combo, node)
+
+
+def measure_combination(combo, built: dict, node: str) -> dict[str, Any]:
+    return _windowed(_measure, combo, built, node)
 
 
 __all__ = ["build_combination", "measure_combination", "finished_report"]
