@@ -168,6 +168,18 @@ def run_route(route: str, spec: dict, data: Path, work: Path) -> dict:
     got = json.loads(result_file.read_text()) if result_file.is_file() else {"route": route, "error": f"exit {status}"}
     got["wall_s"] = round(wall, 1)
     got["peak_rss_mb"] = round(max(usage.ru_maxrss / 1024, got.get("self_peak_rss_mb") or 0), 1)
+    result_file.write_text(json.dumps(got, indent=1, default=str))
+    return got
+
+
+def reused(route: str, work: Path) -> dict | None:
+    """A finished route's result file from an earlier invocation (--reuse): its numbers, not re-measured."""
+    f = work / f"{route}.result.json"
+    if not f.is_file():
+        return None
+    got = json.loads(f.read_text())
+    got.setdefault("wall_s", got.get("compress_s"))  # the child's own compress time when the parent was stopped
+    got.setdefault("peak_rss_mb", got.get("self_peak_rss_mb"))
     return got
 
 
@@ -282,6 +294,7 @@ def main() -> None:
     ap.add_argument("--spec", help=argparse.SUPPRESS)
     ap.add_argument("--calibration-child", help=argparse.SUPPRESS)
     ap.add_argument("--calibration-only", action="store_true", help="only the percentile calibration RSS rows")
+    ap.add_argument("--reuse", action="store_true", help="keep routes whose result file is already in --work")
     ap.add_argument("--calibration-samples", type=int, default=128, help="the transformer recipe's calibration_size")
     ap.add_argument("--calibration-settings", default="16,0", help="stream_batches values; 0 = all samples at once")
     args = ap.parse_args()
@@ -300,8 +313,10 @@ def main() -> None:
     previous = json.loads(results_file.read_text()) if results_file.is_file() else {}
     results = previous.get("results", [])
     if not args.calibration_only:
-        routes = build_routes(Path(folder), args.work / "checkpoints")
-        results = [run_route(name, routes[name], Path(data), args.work) for name in args.routes.split(",")]
+        names = args.routes.split(",")
+        done = {n: reused(n, args.work) for n in names} if args.reuse else {}
+        routes = {} if all(done.get(n) for n in names) else build_routes(Path(folder), args.work / "checkpoints")
+        results = [done.get(n) or run_route(n, routes[n], Path(data), args.work) for n in names]
     settings = [int(n) if int(n) > 0 else 4096 for n in args.calibration_settings.split(",") if n.strip()]
     calibration = calibration_rss(args.work / "calibration", args.calibration_samples, settings)
     facts = host()
