@@ -79,3 +79,21 @@ def test_a_worker_killed_mid_task_is_retried_and_the_sweep_finishes(tmp_path, di
     row = _by_id(summary)["cnn-tiny-dynamic-x86-quick"]
     assert row["status"] == "ok" and "ort-int8-dynamic" in row["artifacts"]
     assert (Path(row["run_dir"]) / "report" / "report.json").exists()
+
+
+def test_on_a_cluster_every_node_must_see_the_shared_folders(tmp_path, ray_instance):
+    from toolkit.core.errors import ConfigError
+    from toolkit.pipeline.executors import ray as ray_executor
+
+    node = ray.get_runtime_context().get_node_id()
+    nodes = [{"node": f"here:{node[:12]}", "id": node, "cpus": 2}]
+    ray_executor.check_shared(ray, nodes, [tmp_path / "out", tmp_path / "cache"])  # one host: visible, passes
+    assert not list(tmp_path.rglob(".optkit-probe-*"))  # probes removed
+    assert ray_executor.ray_probe([str(tmp_path / "elsewhere" / "probe")]) == [str(tmp_path / "elsewhere" / "probe")]
+    original = ray_executor.ray_probe
+    try:  # a node that does not mount the folder: named, before any work is placed
+        ray_executor.ray_probe = lambda paths: list(paths)
+        with pytest.raises(ConfigError, match=r"node here:\w+ cannot see .*shared|storage every node mounts"):
+            ray_executor.check_shared(ray, nodes, [tmp_path / "out"])
+    finally:
+        ray_executor.ray_probe = original

@@ -250,7 +250,9 @@ def run_sweep(sweep: Sweep, executor: str = "local", address: str | None = None,
             results[combo.id] = result
         log(f"[{done}/{total}] {summary_line(combo, phase, result)}")
 
-    ex.run(sweep.combinations, on_phase)
+    from toolkit.core import cache
+
+    ex.run(sweep.combinations, on_phase, shared=[sweep.out, cache.cache_dir()])
     summary = _summary(sweep, ex, results, time.time() - t0, log)
     (sweep.out / SUMMARY).write_text(json.dumps(summary, indent=2, default=str))
     return summary

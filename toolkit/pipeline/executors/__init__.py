@@ -3,7 +3,8 @@
     @register("local")
     class LocalExecutor: ...        # in-process, serial (executors/local.py)
 
-An executor has `name`, `nodes()` (the machines it ran on) and `run(combinations, on_phase)`: for every
+An executor has `name`, `startup_s`, `nodes()` (the machines it ran on) and `run(combinations, on_phase, shared)`:
+`shared` are the folders every node must see (the sweep folder, the cache); for every
 combination it runs tasks.build_combination then tasks.measure_combination (the build's result is the measure's
 input) and calls on_phase(combination, "build" | "measure", result) in this process as each finishes.
 A runtime (ray) is imported inside its executor, never by `import toolkit` or the local executor.

@@ -22,7 +22,7 @@ class LocalExecutor:
     def nodes(self) -> list[dict]:
         return [{"node": socket.gethostname(), "cpus": None}]
 
-    def run(self, combinations, on_phase) -> None:
+    def run(self, combinations, on_phase, shared=()) -> None:
         from toolkit.pipeline.executors.tasks import build_combination, measure_combination
 
         node = socket.gethostname()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import socket
+from pathlib import Path
 from typing import Any
 
 from toolkit.pipeline.executors import register
@@ -51,6 +52,40 @@ def ray_measure(combo, built: dict, env: dict[str, str]) -> dict:
     return _with_env(env, measure_combination, combo, built)
 
 
+def ray_probe(paths: list[str]) -> list[str]:
+    """On one node: which of the driver's shared folders (each holding a probe file the driver wrote) it cannot see."""
+    return [p for p in paths if not Path(p).is_file()]
+
+
+def check_shared(ray, nodes: list[dict], shared: list[Path]) -> None:
+    """On a cluster every node must see the sweep folder and the cache (artifacts move through them by content
+    hash, verified on use): a node that cannot is named before any work is placed, not after minutes of builds."""
+    import uuid
+
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from toolkit.core.errors import ConfigError
+
+    probes = []
+    for folder in shared:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".optkit-probe-{uuid.uuid4().hex[:8]}"
+        probe.write_text("optkit sweep: is this folder shared by every node?\n")
+        probes.append(probe)
+    try:
+        task = ray.remote(num_cpus=0, max_retries=MAX_RETRIES)(ray_probe)
+        refs = {n["node"]: task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["id"], soft=False))
+                .remote([str(p) for p in probes]) for n in nodes}
+        for node, ref in refs.items():
+            missing = ray.get(ref)
+            if missing:
+                raise ConfigError(f"node {node} cannot see {', '.join(str(Path(m).parent) for m in missing)}; on a "
+                                  "cluster put --out and OPTKIT_CACHE_DIR on storage every node mounts at the same path")
+    finally:
+        for probe in probes:
+            probe.unlink(missing_ok=True)
+
+
 @register("ray")
 class RayExecutor:
     name = "ray"
@@ -69,7 +104,7 @@ class RayExecutor:
     def nodes(self) -> list[dict]:
         return self._nodes
 
-    def run(self, combinations, on_phase) -> None:
+    def run(self, combinations, on_phase, shared: list[Path] = ()) -> None:
         import ray
 
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage-stats upload attempts (offline hosts)
@@ -82,8 +117,10 @@ class RayExecutor:
         self.startup_s = round(time.time() - t0, 2)
         try:
             alive = [n for n in ray.nodes() if n.get("Alive")]
-            self._nodes = [{"node": f"{n.get('NodeManagerHostname')}:{n['NodeID'][:12]}",
+            self._nodes = [{"node": f"{n.get('NodeManagerHostname')}:{n['NodeID'][:12]}", "id": n["NodeID"],
                             "cpus": int(n["Resources"].get("CPU", 0))} for n in alive]
+            if self.address is not None or len(alive) > 1:  # a cluster: the driver's disk is not the nodes' disk
+                check_shared(ray, self._nodes, list(shared))
             cpus = max(1, max((n["cpus"] for n in self._nodes), default=1))
             env = {k: v for k, v in os.environ.items() if k.startswith("OPTKIT_") and k != "OPTKIT_NODE"}
             build = ray.remote(num_cpus=1, max_retries=MAX_RETRIES)(ray_build)
