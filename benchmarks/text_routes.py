@@ -255,12 +255,18 @@ def _calibration_child(spec: dict, result_file: Path) -> None:
         "streaming": made.info["calibration_streaming"], "val_macro_f1": round(ctx.val_macro_f1(made), 4)}))
 
 
-def calibration_rss(work: Path, samples: int, settings: list[int]) -> list[dict]:
+def calibration_rss(work: Path, samples: int, settings: list[int], reuse: bool = False) -> list[dict]:
     """Peak RSS of ORT percentile calibration on MiniLM-L6, streamed (stream_batches) vs all samples held."""
     work.mkdir(parents=True, exist_ok=True)
     out = []
     for mode, stream in [("export", 0), *(("calibrate", n) for n in settings)]:
-        result_file = work / f"calib-{mode}-{stream}.json"
+        result_file = work / f"calib-{mode}-{stream}-{samples}.json"
+        if reuse and result_file.is_file():
+            got = json.loads(result_file.read_text())
+            if mode == "calibrate" and "child_peak_rss_mb" in got:
+                out.append(got)
+            if mode == "export" or "child_peak_rss_mb" in got:
+                continue
         result_file.unlink(missing_ok=True)
         arg = json.dumps({"mode": mode, "work": str(work), "samples": samples, "stream_batches": stream})
         proc = subprocess.Popen([sys.executable, __file__, "--calibration-child", arg, "--work", str(result_file)])
@@ -269,6 +275,7 @@ def calibration_rss(work: Path, samples: int, settings: list[int]) -> list[dict]
             got = json.loads(result_file.read_text()) if result_file.is_file() else {"stream_batches": stream,
                                                                                      "error": f"exit {status}"}
             got["child_peak_rss_mb"] = round(usage.ru_maxrss / 1024, 1)
+            result_file.write_text(json.dumps(got))
             out.append(got)
             print(json.dumps(got))
     return out
@@ -318,7 +325,7 @@ def main() -> None:
         routes = {} if all(done.get(n) for n in names) else build_routes(Path(folder), args.work / "checkpoints")
         results = [done.get(n) or run_route(n, routes[n], Path(data), args.work) for n in names]
     settings = [int(n) if int(n) > 0 else 4096 for n in args.calibration_settings.split(",") if n.strip()]
-    calibration = calibration_rss(args.work / "calibration", args.calibration_samples, settings)
+    calibration = calibration_rss(args.work / "calibration", args.calibration_samples, settings, reuse=args.reuse)
     facts = host()
     args.out.mkdir(parents=True, exist_ok=True)
     results_file.write_text(json.dumps({"host": facts, "results": results, "calibration": calibration}, indent=1,
