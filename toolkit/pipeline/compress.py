@@ -54,7 +54,7 @@ def compress(checkpoint: str | Path | None = None, *, device: str = "jetson-orin
              no_cache: bool = False, reference_only=None,
              measure_on: str | None = None, ssh_key: str | Path | None = None, known_hosts: str | Path | None = None,
              output: str | None = None, text_column: str = "text", label_column: str = "label",
-             build_only: bool = False, tokenizer: str | Path | None = None) -> RunResult:
+             build_only: bool = False, tokenizer: str | Path | None = None) -> RunResult | dict[str, Any]:
     from toolkit.intake import checkpoints as intake
     from toolkit.output.staging import check_target, staged
 
