@@ -114,6 +114,8 @@ def test_a_valid_file_lists_every_combination(sweep_file):
     ({"models": [{"name": "a", "chekpoint": "x"}]}, "models.0.chekpoint: unknown key"),
     ({"models": [{"name": "a", "trust_checkpoint": True}]}, "trust is never read from a file"),
     ({"nightly": {"metric": "speed"}}, "nightly.metric"),
+    ({"models": [{"name": "a", "checkpoint": "cnn.safetensors", "data": "digits.npz", "tokenizer": "nope"}]},
+     "models.0.tokenizer"),
     ({"history": "no/such/folder/bench.db"}, "history: folder"),
 ])
 def test_every_mistake_is_one_line_naming_the_file_and_key(sweep_file, change, words):

@@ -46,6 +46,7 @@ class SweepModel(BaseModel):
     output: str | None = None
     text_column: str = "text"
     label_column: str = "label"
+    tokenizer: str | None = None         # raw text for a .pt2/.onnx/safetensors model: its tokenizer folder
 
 
 class NightlySettings(BaseModel):
@@ -83,6 +84,7 @@ class Combination:
     output: str | None
     text_column: str
     label_column: str
+    tokenizer: str | None
     seed: int | None
     trust_checkpoint: bool
     run_dir: str
@@ -167,7 +169,7 @@ def load_sweep(path: str | Path, out: str | Path | None = None, trust_checkpoint
                 combos.append(Combination(
                     id=cid, model=m.name, recipe=rname, recipe_ref=ref, device=dev, device_ref=dev_ref, checkpoint=m.checkpoint,
                     data=m.data, model_factory=m.model_factory, output=m.output, text_column=m.text_column,
-                    label_column=m.label_column, seed=spec.seed, trust_checkpoint=trust_checkpoint,
+                    label_column=m.label_column, tokenizer=m.tokenizer, seed=spec.seed, trust_checkpoint=trust_checkpoint,
                     run_dir=str(out_dir / "runs" / cid), build_dir=str(out_dir / ".build" / cid)))
     _unique(path, "combinations (model-recipe-device folder names)", [c.id for c in combos])
     return Sweep(path=path, out=out_dir, history=history, nightly_out=nightly_out, nightly=spec.nightly,
@@ -196,6 +198,11 @@ def _checked_model(path: Path, base: Path, i: int, m: SweepModel) -> SweepModel:
     elif not m.checkpoint.startswith("builtin:"):
         raise ConfigError(f"{path}: models.{i}.data: missing; a checkpoint other than a builtin demo needs its data "
                           "(.npz with y + inputs, or raw text)")
+    if m.tokenizer is not None:
+        tok = _local(base, m.tokenizer)
+        if not tok.is_dir():
+            raise ConfigError(f"{path}: models.{i}.tokenizer: {tok} is not a folder; fix the path (relative to the sweep file)")
+        update["tokenizer"] = str(tok.resolve())
     if m.model_factory is not None and ":" not in m.model_factory:
         raise ConfigError(f"{path}: models.{i}.model_factory: '{m.model_factory}' is not package.module:function")
     return m.model_copy(update=update)

@@ -27,7 +27,7 @@ def _reason(exc: BaseException) -> str:
 def _compress_args(combo) -> dict[str, Any]:
     return dict(device=combo.device_ref, recipe=combo.recipe_ref, data=combo.data, model_factory=combo.model_factory,
                 trust_checkpoint=combo.trust_checkpoint, seed=combo.seed, output=combo.output,
-                text_column=combo.text_column, label_column=combo.label_column)
+                text_column=combo.text_column, label_column=combo.label_column, tokenizer=combo.tokenizer)
 
 
 def finished_report(combo) -> dict | None:
