@@ -63,22 +63,28 @@ def test_ray_sweep_matches_the_local_executor(tmp_path, digits, demo_model, ray_
     assert all(line.startswith(f"[{i}/8] ") for i, line in enumerate(lines, 1))
 
 
+@pytest.mark.parametrize("point, recipes", [
+    ("pass:ort-int8-dynamic", ("tiny-static", "tiny-dynamic")),  # build phase: a pass's worker dies; 2 combinations
+    ("report", ("tiny-dynamic",)),                               # measure phase: killed after timing, before the report
+], ids=["build", "measure"])
 def test_a_worker_killed_mid_task_is_retried_and_the_sweep_finishes(tmp_path, digits, demo_model, ray_instance,
-                                                                      own_cache, monkeypatch):
+                                                                      own_cache, monkeypatch, point, recipes):
     import toolkit.api as api
 
-    sweep = make_sweep_inputs(tmp_path, digits, demo_model, models=1)  # 1 model x 2 recipes
+    sweep = make_sweep_inputs(tmp_path, digits, demo_model, models=1, recipes=recipes)
     own_cache("fault")
     marker = tmp_path / "killed-once"
-    # the first task to reach ort-int8-dynamic's pass end SIGKILLs its worker; Ray retries it (max_retries)
+    # the first task to reach the point SIGKILLs its own worker process; Ray retries the task (max_retries), and the
+    # retry resumes from the verified work the dead one left (pass cache, compress --resume)
     monkeypatch.setenv("OPTKIT_FAULT_ONCE", str(marker))
-    monkeypatch.setenv("OPTKIT_FAULT_ONCE_AT", "pass:ort-int8-dynamic")
+    monkeypatch.setenv("OPTKIT_FAULT_ONCE_AT", point)
     summary = api.sweep(sweep, executor="ray", out=tmp_path / "out")
     assert marker.exists(), "no worker was killed: the fault point was not reached"
-    assert summary["ok"] and summary["n_ok"] == 2, summary["failures"]
+    assert summary["ok"] and summary["n_ok"] == len(recipes), summary["failures"]
     row = _by_id(summary)["cnn-tiny-dynamic-x86-quick"]
-    assert row["status"] == "ok" and "ort-int8-dynamic" in row["artifacts"]
+    assert row["status"] == "ok" and "ort-int8-dynamic" in row["artifacts"] and row["selected"]
     assert (Path(row["run_dir"]) / "report" / "report.json").exists()
+    assert not list((tmp_path / "out" / "runs").glob(".*staging"))  # the retry finished the interrupted run
 
 
 def test_on_a_cluster_every_node_must_see_the_shared_folders(tmp_path, ray_instance):
