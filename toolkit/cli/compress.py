@@ -27,7 +27,7 @@ def compress(
     checkpoint: Optional[str] = typer.Argument(None, help="Model: .pt2, .safetensors/.pt state dict (+ --model-factory), .onnx, or a Hugging Face folder. Omit for the built-in demo."),
     device: str = typer.Option("jetson-orin-nano", "--device", "-d", help="Device profile name or alias (optkit devices list)."),
     recipe: Optional[str] = typer.Option(None, "--recipe", "-r", help="Recipe name or YAML path (default: the device's)."),
-    data: Optional[Path] = typer.Option(None, "--data", help=".npz with y + inputs named as the model's inputs, or raw text (.csv/.jsonl/.parquet) for a Hugging Face folder."),
+    data: Optional[Path] = typer.Option(None, "--data", help=".npz with y + inputs named as the model's inputs, or raw text (.csv/.jsonl/.parquet) with a tokenizer (see --tokenizer)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (default runs/<run-id>)."),
     model_factory: Optional[str] = typer.Option(None, "--model-factory", help="package.module:function building the architecture for a state dict."),
     trust_checkpoint: bool = trust_flag(),
