@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -108,8 +109,6 @@ class RayExecutor:
         import ray
 
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage-stats upload attempts (offline hosts)
-        import time
-
         started = not ray.is_initialized()
         t0 = time.time()
         if started:  # an existing connection (a test's local instance, a notebook) is used as is
