@@ -152,6 +152,7 @@ def nncf_accuracy_control(ctx: PassContext, parent: Candidate, opts: AccuracyCon
     import openvino as ov
 
     from toolkit.metrics.classification import classification_metrics
+    from toolkit.passes.openvino_ir import save_ir
 
     logging.getLogger("nncf").setLevel(logging.WARNING)
     model = ov.Core().read_model(str(parent.path))
@@ -181,7 +182,7 @@ def nncf_accuracy_control(ctx: PassContext, parent: Candidate, opts: AccuracyCon
     f1_fp = validate(core.compile_model(model, "CPU", cfg), val_items)
     n_fq = sum(op.get_type_name() == "FakeQuantize" for op in quantized.get_ops())
     path = ctx.folder(cid) / "model.xml"
-    ov.save_model(quantized, str(path), compress_to_fp16=False)
+    save_ir(quantized, path)  # deterministic layer names (openvino_ir.save_ir)
     return parent.derive(id=cid, path=path, format="openvino", backend="openvino", precision="int8", engine="nncf",
                          step="nncf_accuracy_control[openvino]", runtime_options={"inference_precision": "f32"},
                          info={"max_drop": opts.tolerance, "drop_type": "absolute", "fp32_val_macro_f1": round(f1_fp, 4),

@@ -22,11 +22,30 @@ def host_supports(precision: str) -> bool:
     return precision == "f32" or {"bf16": "BF16", "f16": "FP16"}[precision] in caps
 
 
+def save_ir(model, dst) -> None:
+    """Save an OpenVINO model so the same graph gives the same bytes, whatever the process converted before.
+
+    OpenVINO names every op it creates `<Type>_<n>` from a process-wide counter (a folded constant keeps the name
+    of the op it came from), so one model converted after another (a sweep worker, a second run in one process)
+    got other layer names in its .xml and another artifact hash. Names of that form are renamed by the op's
+    position in the graph; inputs and outputs keep theirs (tensor names are never touched).
+    compress_to_fp16=False: save_model would otherwise halve the weights silently.
+    """
+    import re
+
+    import openvino as ov
+
+    auto = re.compile(r"[A-Z][A-Za-z0-9]*_\d+")
+    for i, op in enumerate(model.get_ordered_ops()):
+        if op.get_type_name() not in ("Parameter", "Result") and auto.fullmatch(op.get_friendly_name()):
+            op.set_friendly_name(f"{auto.fullmatch(op.get_friendly_name()).group(0).rsplit('_', 1)[0]}_{i}")
+    ov.save_model(model, str(dst), compress_to_fp16=False)
+
+
 def convert_ir(src, dst) -> None:
     import openvino as ov
 
-    # compress_to_fp16=False: save_model would otherwise halve the weights silently.
-    ov.save_model(ov.convert_model(str(src)), str(dst), compress_to_fp16=False)
+    save_ir(ov.convert_model(str(src)), dst)
 
 
 @register_pass("openvino_ir", accepts=("onnx",), backend="openvino",

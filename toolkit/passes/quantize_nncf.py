@@ -41,11 +41,13 @@ def nncf_ptq(ctx: PassContext, parent: Candidate, opts: NncfOptions, cid: str) -
     import nncf
     import openvino as ov
 
+    from toolkit.passes.openvino_ir import save_ir
+
     model = ov.Core().read_model(str(parent.path))
     names = [p.get_any_name() for p in model.inputs]
     quantized = nncf.quantize(model, _dataset(ctx, names), **_kwargs(opts, ctx.calibration_size))
     path = ctx.folder(cid) / "model.xml"
-    ov.save_model(quantized, str(path), compress_to_fp16=False)
+    save_ir(quantized, path)  # deterministic layer names (openvino_ir.save_ir)
     precision = "mixed-int8" if opts.ignored_nodes else "int8"
     return parent.derive(id=cid, path=path, format="openvino", backend="openvino", precision=precision, engine="nncf",
                          step="nncf_ptq[openvino]", runtime_options={"inference_precision": "f32"},

@@ -86,6 +86,8 @@ def nncf_transformer(ctx: PassContext, parent: Candidate, opts: NncfTransformerO
     import openvino as ov
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
 
+    from toolkit.passes.openvino_ir import save_ir
+
     model = ov.Core().read_model(str(parent.path))
     names = [p.get_any_name() for p in model.inputs]
     batches = ctx.calibration_batches(batch_size=1)
@@ -98,7 +100,7 @@ def nncf_transformer(ctx: PassContext, parent: Candidate, opts: NncfTransformerO
                               subset_size=len(batches), fast_bias_correction=opts.fast_bias_correction,
                               advanced_parameters=advanced)
     path = ctx.folder(cid) / "model.xml"
-    ov.save_model(quantized, str(path), compress_to_fp16=False)
+    save_ir(quantized, path)  # deterministic layer names (openvino_ir.save_ir)
     return parent.derive(id=cid, path=path, format="openvino", backend="openvino", precision="int8", engine="nncf",
                          step="nncf_transformer[openvino]", runtime_options={"inference_precision": "f32"},
                          info={"preset": opts.preset, "model_type": "transformer", "smooth_quant_alpha": opts.smooth_quant_alpha,
