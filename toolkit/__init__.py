@@ -10,9 +10,9 @@ The public API is toolkit.api (re-exported here). Importing this package imports
 from __future__ import annotations
 
 from toolkit.api import (RunReport, RunResult, bench, calibrate, compress, device, devices, distill, doctor, nightly,
-                         load_bundle, predict, recipe, recipes, report, sign, verify)
+                         load_bundle, predict, recipe, recipes, report, sign, sweep, verify)
 
 __version__ = "0.1.0"
 
 __all__ = ["compress", "distill", "calibrate", "bench", "verify", "load_bundle", "predict", "sign", "doctor", "devices", "device", "recipes",
-           "recipe", "nightly", "report", "RunResult", "RunReport"]
+           "recipe", "nightly", "report", "sweep", "RunResult", "RunReport"]
