@@ -163,6 +163,8 @@ def test_local_sweep_end_to_end_then_reused(tmp_path, digits, demo_model):
         assert row["status"] == "ok" and row["node"] == socket.gethostname()
         report = load_report(out / "runs" / row["id"] / "report" / "report.json")
         assert report.selected == row["selected"]
+        # the summary says where its p50 was timed: the selected candidate's own kind of number
+        assert row["latency_kind"] == report.candidate(row["selected"]).measured_on.kind in ("target", "stand-in")
         assert {c.measured_on.node for c in report.candidates} == {socket.gethostname()}
         assert row["artifacts"]["onnx-fp32"] and row["metrics"]["onnx-fp32"]["macro_f1"] > 0.8
     first = summary["combinations"][0]

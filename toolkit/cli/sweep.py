@@ -13,7 +13,8 @@ from toolkit.cli.quiet import quiet
 from toolkit.cli.render import json_errors, make_console, print_json
 from toolkit.core.errors import GateFailed
 
-COLUMNS = (("combination", 32), ("status", 11), ("selected", 17), ("F1", 6), ("p50 ms", 8))  # + spaces: 78 wide
+# + spaces: 79 wide. "timed": the p50's kind of number — on the device ("target") or this host standing in for it.
+COLUMNS = (("combination", 26), ("status", 11), ("selected", 15), ("F1", 6), ("p50 ms", 8), ("timed", 8))
 
 
 def _cell(text, width: int) -> str:
@@ -27,7 +28,7 @@ def table_lines(summary: dict) -> list[str]:
     for r in summary["combinations"]:
         f1 = None if r["macro_f1"] is None else f"{r['macro_f1']:.4f}"
         p50 = None if r["latency_p50_ms"] is None else f"{r['latency_p50_ms']:.3g}"
-        cells = (r["id"], r["status"], r["selected"], f1, p50)
+        cells = (r["id"], r["status"], r["selected"], f1, p50, r.get("latency_kind"))
         lines.append(" ".join(_cell(c, w).ljust(w) for c, (_, w) in zip(cells, COLUMNS)).rstrip())
     return lines
 

@@ -99,7 +99,7 @@ def combination_row(combo, result: dict | None) -> dict[str, Any]:
     return {"id": combo.id, "model": combo.model, "recipe": combo.recipe, "device": combo.device,
             "status": r.get("status", "failed"), "reason": r.get("reason", ""), "run_dir": combo.run_dir,
             "selected": r.get("selected"), "macro_f1": r.get("macro_f1"), "latency_p50_ms": r.get("latency_p50_ms"),
-            "node": r.get("timing_node") or r.get("node"), "build_node": r.get("build_node"),
+            "latency_kind": r.get("latency_kind"), "node": r.get("timing_node") or r.get("node"), "build_node": r.get("build_node"),
             "build_s": r.get("build_s"), "measure_s": r.get("seconds"), "history": r.get("history"),
             "build_window": r.get("build_window"), "measure_window": r.get("window"),
             "metrics": r.get("metrics") or {}, "artifacts": r.get("artifacts") or {}}
@@ -120,7 +120,8 @@ def summary_line(combo, phase: str, result: dict) -> str:
     if result.get("status") == "failed":
         return f"{where}: FAILED {result.get('reason')} {secs}"
     f1, p50 = result.get("macro_f1"), result.get("latency_p50_ms")
-    got = (f"selected {result.get('selected')} (macro-F1 {f1:.4f}, p50 {p50:.3g} ms)" if f1 is not None
+    got = (f"selected {result.get('selected')} (macro-F1 {f1:.4f}, p50 {p50:.3g} ms, {result.get('latency_kind')})"
+           if f1 is not None
            else f"nothing selected: {result.get('reason')}")
     return f"{where}: {'reused finished run folder; ' if result.get('status') == 'reused' else ''}{got} {secs}"
 

@@ -94,6 +94,8 @@ def _measure(combo, built: dict, node: str) -> dict[str, Any]:
     sel = next((c for c in report["candidates"] if c["id"] == report.get("selected")), None)
     out.update(selected=report.get("selected"), macro_f1=sel["metrics"].get("macro_f1") if sel else None,
                latency_p50_ms=sel["metrics"].get("latency_p50_ms") if sel else None,
+               # where that p50 was timed: on the device itself ("target") or on this host standing in for it
+               latency_kind=sel["measured_on"].get("kind") if sel else None,
                timing_node=sel["measured_on"].get("node") if sel else None,
                metrics={c["id"]: {k: c["metrics"].get(k) for k in ("macro_f1", "accuracy", "ece")}
                         for c in report["candidates"]},
