@@ -314,6 +314,29 @@ def test_compress_measures_candidates_on_the_device(ssh_server, tmp_path):
     assert f"<b>measured on the target</b> {address}" in html and "<b>measured on this host</b>" not in html
 
 
+def test_sweep_times_a_device_entry_on_its_board(ssh_server, tmp_path):
+    """A sweep device entry {profile, measure_on}: that combination's candidates are timed on the board (target
+    numbers, the board's address), the plain entry beside it on this host (stand-in), one summary."""
+    import yaml
+
+    from toolkit.core.result import load_report
+    from toolkit.pipeline.sweep import load_sweep, run_sweep
+
+    (tmp_path / "r.yaml").write_text("name: remote\ncalibration_size: 64\nsteps:\n  - {id: onnx-fp32, pass: export_onnx}\n")
+    board = yaml.safe_load(fast_profile(tmp_path).read_text())
+    (tmp_path / "board.yaml").write_text(yaml.safe_dump({**board, "name": "board"}))
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump({
+        "models": [{"name": "demo"}], "recipes": ["r.yaml"],
+        "devices": ["remote-test.yaml", {"profile": "board.yaml", "measure_on": ssh_server.url(),
+                                         "ssh_key": str(ssh_server.key), "known_hosts": str(ssh_server.known_hosts)}]}))
+    summary = run_sweep(load_sweep(tmp_path / "sweep.yaml", out=tmp_path / "out"))
+    rows = {r["device"]: r for r in summary["combinations"]}
+    assert summary["exit_code"] == 0, summary
+    assert rows["board"]["latency_kind"] == "target" and rows["remote-test"]["latency_kind"] == "stand-in"
+    on = load_report(tmp_path / "out" / "runs" / "demo-remote-board" / "report" / "report.json").candidate("onnx-fp32").measured_on
+    assert on.kind == "target" and on.remote == f"ssh://optkit@127.0.0.1:{ssh_server.port}"
+
+
 def test_compress_bad_measure_on_fails_before_compute(tmp_path):
     from typer.testing import CliRunner
 

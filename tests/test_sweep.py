@@ -117,6 +117,10 @@ def test_a_valid_file_lists_every_combination(sweep_file):
     ({"models": [{"name": "a", "checkpoint": "cnn.safetensors", "data": "digits.npz", "tokenizer": "nope"}]},
      "models.0.tokenizer"),
     ({"history": "no/such/folder/bench.db"}, "history: folder"),
+    ({"devices": [{"profile": "x86-quick.yaml", "measure_on": "ssh://pi:pw@board.local"}]},
+     "devices.0: measure_on ssh://pi:pw@board.local: passwords in the address are refused"),
+    ({"devices": [{"profile": "x86-quick.yaml", "measure_on": "ssh://pi@board", "ssh_key": "no-key"}]}, "devices.0"),
+    ({"devices": [{"profile": "x86-quick.yaml"}]}, "devices.0.measure_on"),
 ])
 def test_every_mistake_is_one_line_naming_the_file_and_key(sweep_file, change, words):
     from toolkit.pipeline.sweep import load_sweep

@@ -57,11 +57,21 @@ class NightlySettings(BaseModel):
     min_relative: float = Field(default=0.10, ge=0, le=10)
 
 
+class SweepDevice(BaseModel):
+    """A device entry timed on the board itself: {profile: jetson-orin-nano, measure_on: ssh://nvidia@jetson}
+    (compress --measure-on); a plain name or YAML path times on the sweep's nodes as a stand-in."""
+    model_config = ConfigDict(extra="forbid")
+    profile: str
+    measure_on: str
+    ssh_key: str | None = None
+    known_hosts: str | None = None
+
+
 class SweepSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     models: list[SweepModel] = Field(min_length=1)
     recipes: list[str] = Field(min_length=1)
-    devices: list[str] = Field(min_length=1)
+    devices: list[str | SweepDevice] = Field(min_length=1)
     out: str | None = None
     history: str | None = None
     seed: int | None = Field(default=None, ge=0)
@@ -86,6 +96,9 @@ class Combination:
     label_column: str
     tokenizer: str | None
     seed: int | None
+    measure_on: str | None   # ssh:// board that times this combination (None: the node it runs on)
+    ssh_key: str | None
+    known_hosts: str | None
     trust_checkpoint: bool
     run_dir: str
     build_dir: str
@@ -123,6 +136,13 @@ def load_sweep(path: str | Path, out: str | Path | None = None, trust_checkpoint
         if isinstance(m, dict) and "trust_checkpoint" in m:  # trust is the user's word at the command line, not a file's
             raise ConfigError(f"{path}: models.{i}.trust_checkpoint: trust is never read from a file; remove the key "
                               "and pass --trust-checkpoint to optkit sweep if you trust every checkpoint listed")
+    for i, d in enumerate(raw.get("devices") or [] if isinstance(raw.get("devices"), list) else []):
+        if isinstance(d, dict):  # a board entry checked on its own: its errors name devices.N.key, not the union's arms
+            try:
+                SweepDevice.model_validate(d)
+            except ValidationError as exc:
+                where = "; ".join(f"devices.{i}.{part}" for part in pydantic_message("", exc)[2:].split("; "))
+                raise ConfigError(f"{path}: {where}") from exc
     try:
         spec = SweepSpec.model_validate(raw)
     except ValidationError as exc:
@@ -140,13 +160,15 @@ def load_sweep(path: str | Path, out: str | Path | None = None, trust_checkpoint
     _unique(path, "recipes (their name: fields)", [n for n, _ in recipes])
     devices = []
     for i, d in enumerate(spec.devices):
-        local = _local(base, d)
-        ref = str(local) if local.suffix in (".yaml", ".yml") else d
+        entry = d if isinstance(d, SweepDevice) else None
+        name = entry.profile if entry else d
+        local = _local(base, name)
+        ref = str(local) if local.suffix in (".yaml", ".yml") else name
         try:
-            devices.append((load_device(ref).name, ref))
+            devices.append((load_device(ref).name, ref, _checked_target(base, entry)))
         except ConfigError as exc:
             raise ConfigError(f"{path}: devices.{i}: {exc}") from exc
-    _unique(path, "devices (after resolving aliases)", [n for n, _ in devices])
+    _unique(path, "devices (after resolving aliases)", [n for n, _, _ in devices])
     models = [_checked_model(path, base, i, m) for i, m in enumerate(spec.models)]
 
     out_dir = Path(out) if out is not None else (_local(base, spec.out) if spec.out else Path("runs") / f"sweep-{path.stem}")
@@ -164,12 +186,13 @@ def load_sweep(path: str | Path, out: str | Path | None = None, trust_checkpoint
     combos = []
     for m in models:
         for rname, ref in recipes:
-            for dev, dev_ref in devices:
+            for dev, dev_ref, target in devices:
                 cid = f"{m.name}-{rname}-{dev}"
                 combos.append(Combination(
                     id=cid, model=m.name, recipe=rname, recipe_ref=ref, device=dev, device_ref=dev_ref, checkpoint=m.checkpoint,
                     data=m.data, model_factory=m.model_factory, output=m.output, text_column=m.text_column,
-                    label_column=m.label_column, tokenizer=m.tokenizer, seed=spec.seed, trust_checkpoint=trust_checkpoint,
+                    label_column=m.label_column, tokenizer=m.tokenizer, seed=spec.seed, **target,
+                    trust_checkpoint=trust_checkpoint,
                     run_dir=str(out_dir / "runs" / cid), build_dir=str(out_dir / ".build" / cid)))
     _unique(path, "combinations (model-recipe-device folder names)", [c.id for c in combos])
     return Sweep(path=path, out=out_dir, history=history, nightly_out=nightly_out, nightly=spec.nightly,
@@ -206,6 +229,18 @@ def _checked_model(path: Path, base: Path, i: int, m: SweepModel) -> SweepModel:
     if m.model_factory is not None and ":" not in m.model_factory:
         raise ConfigError(f"{path}: models.{i}.model_factory: '{m.model_factory}' is not package.module:function")
     return m.model_copy(update=update)
+
+
+def _checked_target(base: Path, entry: SweepDevice | None) -> dict[str, str | None]:
+    """A device entry's ssh:// board, checked like compress --measure-on (address, key, known_hosts) before compute."""
+    if entry is None:
+        return {"measure_on": None, "ssh_key": None, "known_hosts": None}
+    from toolkit.pipeline.remote import parse_target
+
+    key = str(_local(base, entry.ssh_key).resolve()) if entry.ssh_key else None
+    known = str(_local(base, entry.known_hosts).resolve()) if entry.known_hosts else None
+    parse_target(entry.measure_on, key, known, flag="measure_on")
+    return {"measure_on": entry.measure_on, "ssh_key": key, "known_hosts": known}
 
 
 def _check_out(out: Path) -> None:

@@ -4,7 +4,8 @@
 
 Timing stays honest: a measure task asks for num_cpus = the largest node's CPU count, so Ray places it only on
 such a node and schedules nothing else there until it ends (builds included); timing runs only on nodes of one
-(the largest) size, so series stay comparable. Each measurement records its node (measured_on.node).
+(the largest) size, so series stay comparable. Each measurement records its node (measured_on.node). A device entry with measure_on (an ssh:// board) is timed on
+the board, one combination at a time per board (the next is submitted when the board's previous one ends).
 Tasks are idempotent by cache key and run folder and retried when a worker dies (MAX_RETRIES).
 Artifacts move by content hash through the pass/outputs cache (OPTKIT_CACHE_DIR); on a multi-node cluster that
 folder and the sweep's --out must be shared storage (NFS, a mounted bucket): every entry is verified against its
@@ -125,9 +126,17 @@ class RayExecutor:
             build = ray.remote(num_cpus=1, max_retries=MAX_RETRIES)(ray_build)
             measure = ray.remote(num_cpus=cpus, max_retries=MAX_RETRIES)(ray_measure)
             pending: dict[Any, tuple[Any, str]] = {}
+            # An ssh:// board times one combination at a time: its measurements are submitted one after another from
+            # here (a task blocked waiting inside Ray would give its CPUs away, and could get them back mid-timing).
+            waiting: dict[str, list] = {}  # board address -> (combo, its build ref) not yet submitted
             for combo in combinations:
                 b = build.remote(combo, env)
                 pending[b] = (combo, "build")
+                if combo.measure_on and combo.measure_on in waiting:
+                    waiting[combo.measure_on].append((combo, b))
+                    continue
+                if combo.measure_on:
+                    waiting[combo.measure_on] = []
                 pending[measure.remote(combo, b, env)] = (combo, "measure")  # scheduled once its build is done
             while pending:
                 ready, _ = ray.wait(list(pending), num_returns=1)
@@ -139,6 +148,9 @@ class RayExecutor:
                     result = {"ok": False, "status": "failed", "phase": phase, "node": None, "seconds": 0.0,
                               "reason": f"{phase}: ray task failed after {MAX_RETRIES} retries: {type(exc).__name__}: {why}"}
                 on_phase(combo, phase, result)
+                if phase == "measure" and waiting.get(combo.measure_on):  # the board is free: its next one
+                    nxt, b = waiting[combo.measure_on].pop(0)
+                    pending[measure.remote(nxt, b, env)] = (nxt, "measure")
         finally:
             if started:
                 ray.shutdown()

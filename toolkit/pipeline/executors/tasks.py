@@ -27,7 +27,8 @@ def _reason(exc: BaseException) -> str:
 def _compress_args(combo) -> dict[str, Any]:
     return dict(device=combo.device_ref, recipe=combo.recipe_ref, data=combo.data, model_factory=combo.model_factory,
                 trust_checkpoint=combo.trust_checkpoint, seed=combo.seed, output=combo.output,
-                text_column=combo.text_column, label_column=combo.label_column, tokenizer=combo.tokenizer)
+                text_column=combo.text_column, label_column=combo.label_column, tokenizer=combo.tokenizer,
+                measure_on=combo.measure_on, ssh_key=combo.ssh_key, known_hosts=combo.known_hosts)
 
 
 def finished_report(combo) -> dict | None:
