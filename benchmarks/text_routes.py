@@ -141,7 +141,7 @@ def _one(route: str, spec: dict, out: Path, result_file: Path) -> None:
         result = toolkit.compress(spec["checkpoint"], model_factory=spec["model_factory"], device="x86-avx512",
                                   recipe="transformer", data=spec["data"], out=out, overwrite=True,
                                   no_cache=True)  # wall time of building every step, not of a warm cache
-        report, error = json.loads(Path(result.report_path).read_text()), None
+        report, error = json.loads((Path(result.run_dir) / "report" / "report.json").read_text()), None
     except GateFailed as exc:  # the report was written: nothing met the gates, which is a result too
         report, error = json.loads((out / "report" / "report.json").read_text()), str(exc)
     except Exception as exc:

@@ -118,3 +118,25 @@ def test_max_steps_and_the_deadline_bound_training(bert4, tmp_path):
     ctx.deadline = time.time() - 1  # the recipe's time budget already spent: one validated epoch, no step
     late = load_all()["distill"].fn(ctx, base, opts.model_copy(update={"max_steps": None}), "student-late")
     assert late.info["stopped_by"] == "time" and late.info["steps_run"] == 0 and late.info["epochs_run"] == 1
+
+
+def test_every_other_layer_from_a_pt2_graph_says_why_not(bert4, tmp_path):
+    import torch
+
+    from benchmarks.text_routes import build_routes
+    from tests.conftest import make_pass_ctx
+    from toolkit.core import modelio
+    from toolkit.core.errors import UnsupportedError
+    from toolkit.intake import text
+    from toolkit.passes import load_all
+    from toolkit.passes.distill import DistillOptions
+    from toolkit.passes.export import save_baseline
+
+    folder, data = bert4
+    pt2 = build_routes(folder, tmp_path / "routes")["pt2"]["checkpoint"]
+    graph = torch.export.load(pt2).module()
+    ds = text.load_for_checkpoint(data, folder)
+    ctx = make_pass_ctx(tmp_path / "c", ds, graph)
+    ctx.io = modelio.from_data(ds.val.inputs, ds.n_classes, module=graph)  # the archive's own dim ranges
+    with pytest.raises(UnsupportedError, match="a .pt2 graph has none to halve"):
+        load_all()["distill"].fn(ctx, save_baseline(ctx, graph), DistillOptions(student="every_other_layer"), "student")

@@ -169,13 +169,18 @@ def distill(ctx: PassContext, parent: Candidate, opts: DistillOptions, cid: str)
     """Knowledge distillation into a smaller student (width multiplier, every-other-layer, or a factory)."""
     import torch
 
-    from toolkit.passes.export import export_program
+    from toolkit.passes.export import export_program, is_exported
 
     seed = ctx.seed if opts.seed is None else opts.seed
     train = train_split(ctx)
     names = ctx.io.input_names
     teacher = teacher_module(ctx, parent)
-    if hasattr(teacher, "eval"):
+    if is_exported(teacher):  # a .pt2 graph: no layer list, and its module refuses eval() (its mode is fixed)
+        if opts.student == "every_other_layer":
+            raise UnsupportedError(f"{ctx.source or parent.path}: student 'every_other_layer' needs the teacher as an "
+                                   "nn.Module with its layer list (a Hugging Face folder, or a state dict + "
+                                   "--model-factory); a .pt2 graph has none to halve")
+    elif hasattr(teacher, "eval"):
         teacher.eval()
     with deterministic(seed):
         teacher_logits = predict(teacher, tensors(train, names), names).detach()
