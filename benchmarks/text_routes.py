@@ -116,6 +116,7 @@ def summarize(report: dict) -> dict:
                     "ece_recalibrated": m["ece_recalibrated"], "temperature": m["temperature"],
                     "latency_p50_ms": m["latency_p50_ms"], "latency_p95_ms": m["latency_p95_ms"],
                     "measured": c["measured_on"].get("label"), "sequence": c["measured_on"].get("sequence"),
+                    "load_average": c["measured_on"].get("load_average"), "contended": c["measured_on"].get("contended"),
                     "eligible": c["eligible"]})
     sel = rows.get(report["selected"]) if report.get("selected") else None
     within = faster = None
@@ -200,6 +201,13 @@ def markdown(results: list[dict], host: dict) -> str:
             ci = c["macro_f1_ci"]
             lines.append(f"| {c['id']} | {c['macro_f1']:.4f} [{ci[0]:.4f}, {ci[1]:.4f}] | {c['ece']:.4f} -> "
                          f"{c['ece_recalibrated']:.4f} | {c['latency_p50_ms']:.3f} | {c['latency_p95_ms']:.3f} | {c['eligible']} |")
+        loads = [c["load_average"] for c in r.get("candidates", []) if c.get("load_average") is not None]
+        if loads:
+            n = sum(bool(c.get("contended")) for c in r["candidates"])
+            lines.append(f"- load average while timing: {min(loads):.1f}-{max(loads):.1f} on 2 cores; {n} of "
+                         f"{len(r['candidates'])} candidates timed on a contended host (their latency gates fail)")
+        if r.get("note"):
+            lines.append(f"- {r['note']}")
         missing = [p for p in r.get("plan", []) if p["status"] in ("skip", "failed")]
         for p in missing:
             lines.append(f"- step {p['id']}: {p['status']} ({(p['reason'] or '')[:200]})")
