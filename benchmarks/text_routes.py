@@ -115,7 +115,8 @@ def summarize(report: dict) -> dict:
                     "macro_f1_delta": m.get("macro_f1_delta"), "ece": m["ece"],
                     "ece_recalibrated": m["ece_recalibrated"], "temperature": m["temperature"],
                     "latency_p50_ms": m["latency_p50_ms"], "latency_p95_ms": m["latency_p95_ms"],
-                    "measured": c["measured_on"].get("label"), "sequence": c["measured_on"].get("sequence"),
+                    "measured": c["measured_on"].get("label"), "kind": c["measured_on"].get("kind"),
+                    "sequence": c["measured_on"].get("sequence"),
                     "load_average": c["measured_on"].get("load_average"), "contended": c["measured_on"].get("contended"),
                     "eligible": c["eligible"]})
     sel = rows.get(report["selected"]) if report.get("selected") else None
@@ -185,10 +186,18 @@ def reused(route: str, work: Path) -> dict | None:
     return got
 
 
+def _kinds(results: list[dict]) -> str:
+    """What the latencies are: 'target' when this host matches the profile, else 'stand-in' (never assumed)."""
+    kinds = sorted({c.get("kind") or "unrecorded" for r in results for c in r.get("candidates", [])})
+    return ", ".join({"target": "measured on the target (this host matches x86-avx512)",
+                      "stand-in": "measured on this host standing in for the device"}.get(k, k) for k in kinds)
+
+
 def markdown(results: list[dict], host: dict) -> str:
     lines = [f"# The three checkpoint routes of MiniLM-L6 sentiment through `toolkit.compress` (x86-avx512, recipe "
              f"transformer), measured on this host ({host.get('cpu', '?')}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})",
-             "", "Latency: batch 1 at the data's padded length, p50/p95 ms, on this host (a stand-in, not the device).", "",
+             "", "Latency: batch 1 at the data's padded length, p50/p95 ms, on this host; kind of number (from each "
+             f"report's measured_on): {_kinds(results)}.", "",
              "| route | wall s | peak RSS MB | selected | within 1 pt (CI) | faster than ORT fp32 | error |",
              "|---|---|---|---|---|---|---|"]
     for r in results:
