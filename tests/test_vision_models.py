@@ -320,18 +320,24 @@ def test_pt2e_and_inc_quantize_a_residual_pt2(tmp_path, digits, trained):
 
 # --------------------------------------------------------------------------- remedies when default int8 collapses
 
-def test_remedy_fixes_a_collapsing_int8(tmp_path, digits, demo_model):
+def default_ptq(tmp_path, digits, module):
+    """(ctx, the ONNX fp32 candidate, ORT's default static int8 of it), both in ctx.candidates for the remedies."""
     from tests.conftest import make_pass_ctx
-    from tests.passes.test_mixed_precision import outlier_model
     from toolkit.passes.export import export_onnx, save_baseline
     from toolkit.passes.quantize_ort import OrtStaticOptions, ort_static_int8
-    from toolkit.passes.remedies import REMEDIES, RemedyOptions, int8_remedies
 
-    module = outlier_model(demo_model.module)
     ctx = make_pass_ctx(tmp_path, digits, module)
     onnx_c = export_onnx(ctx, save_baseline(ctx, module), None, "onnx-fp32")
     ptq = ort_static_int8(ctx, onnx_c, OrtStaticOptions(), "ort-int8-minmax")
     ctx.candidates = {"onnx-fp32": onnx_c, "ort-int8-minmax": ptq}
+    return ctx, onnx_c, ptq
+
+
+def test_remedy_fixes_a_collapsing_int8(tmp_path, digits, demo_model):
+    from tests.passes.test_mixed_precision import outlier_model
+    from toolkit.passes.remedies import REMEDIES, RemedyOptions, int8_remedies
+
+    ctx, onnx_c, ptq = default_ptq(tmp_path, digits, outlier_model(demo_model.module))
     assert ctx.val_macro_f1(onnx_c) - ctx.val_macro_f1(ptq) > 0.01, "the default int8 must collapse on this model"
     cand = int8_remedies(ctx, onnx_c, RemedyOptions(ptq_candidate="ort-int8-minmax", tolerance=0.01), "ort-int8-remedied")
     info = cand.info
@@ -368,16 +374,9 @@ def last_layer_outlier(demo_module, units: int = 2):
 
 
 def test_first_last_fp32_is_the_remedy_that_fixes_a_collapsing_head(tmp_path, digits, demo_model):
-    from tests.conftest import make_pass_ctx
-    from toolkit.passes.export import export_onnx, save_baseline
-    from toolkit.passes.quantize_ort import OrtStaticOptions, ort_static_int8
     from toolkit.passes.remedies import RemedyOptions, int8_remedies
 
-    module = last_layer_outlier(demo_model.module)
-    ctx = make_pass_ctx(tmp_path, digits, module)
-    onnx_c = export_onnx(ctx, save_baseline(ctx, module), None, "onnx-fp32")
-    ptq = ort_static_int8(ctx, onnx_c, OrtStaticOptions(), "ort-int8-minmax")
-    ctx.candidates = {"onnx-fp32": onnx_c, "ort-int8-minmax": ptq}
+    ctx, onnx_c, ptq = default_ptq(tmp_path, digits, last_layer_outlier(demo_model.module))
     assert ctx.val_macro_f1(onnx_c) - ctx.val_macro_f1(ptq) > 0.5, "per-channel int8 must collapse on this head"
     # 0.02: the rest of the network, still int8, costs ~1.4 pt here; the point is which remedy comes first
     cand = int8_remedies(ctx, onnx_c, RemedyOptions(ptq_candidate="ort-int8-minmax", tolerance=0.02), "ort-int8-remedied")

@@ -60,3 +60,22 @@ def key(*parts: Any) -> str:
     """A stable hash of JSON-able parts (paths as strings, dicts with sorted keys)."""
     blob = json.dumps(parts, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:20]
+
+
+def publish(entry: Path, fill) -> None:
+    """Publish a cache entry atomically: `fill(folder)` writes it into a private temporary folder, which then
+    becomes `entry` in one rename (readers never see half an entry; the first writer wins). An unwritable cache
+    never fails a run: the entry is simply not published."""
+    import shutil
+
+    tmp = entry.with_name(f"{entry.name}.tmp{os.getpid()}")
+    try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        fill(tmp)
+        if entry.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.rename(entry)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)

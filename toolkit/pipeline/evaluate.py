@@ -57,14 +57,15 @@ def node_name() -> str:
     return os.environ.get("OPTKIT_NODE") or socket.gethostname()
 
 
-def outputs_key(candidate: Candidate, data: Dataset, threads: int) -> str:
-    """Everything the logits depend on: the artifact's bytes, how it is run, the data and optkit's own code."""
+def outputs_key(candidate: Candidate, data: Dataset, threads: int, artifact: str | None = None) -> str:
+    """Everything the logits depend on: the artifact's bytes (`artifact`: its sha256 when the caller has it, so a
+    large model is not hashed twice), how it is run, the data and optkit's own code."""
     from toolkit.core import cache
     from toolkit.core.artifacts import artifact_sha256
     from toolkit.pipeline.run import source_sha256
 
-    return cache.key(artifact_sha256(candidate.files()), candidate.backend, candidate.engine, candidate.runtime_options,
-                     candidate.precision, data.sha256, threads, source_sha256())
+    return cache.key(artifact or artifact_sha256(candidate.files()), candidate.backend, candidate.engine,
+                     candidate.runtime_options, candidate.precision, data.sha256, threads, source_sha256())
 
 
 OUTPUTS_FILE, OUTPUTS_RECORD = "outputs.npz", "outputs.json"
@@ -98,26 +99,17 @@ def cached_outputs(key: str) -> Outputs | None:
 
 
 def store_outputs(key: str, outputs: Outputs) -> None:
-    """Publish outputs to the shared cache atomically (temporary folder, one rename); an unwritable cache is skipped."""
+    """Publish outputs to the shared cache (core/cache.publish: atomic; an unwritable cache is skipped)."""
     import json
-    import os
-    import shutil
 
+    from toolkit.core import cache
     from toolkit.core.artifacts import file_sha256
 
-    entry = _outputs_entry(key)
-    tmp = entry.with_name(f"{entry.name}.tmp{os.getpid()}")
-    try:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
+    def fill(tmp) -> None:
         np.savez(tmp / OUTPUTS_FILE, val=outputs.val, test=outputs.test)
         (tmp / OUTPUTS_RECORD).write_text(json.dumps({"key": key, "sha256": file_sha256(tmp / OUTPUTS_FILE)}))
-        if entry.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            tmp.rename(entry)
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
+
+    cache.publish(_outputs_entry(key), fill)
 
 
 def infer_outputs(session, candidate: Candidate, data: Dataset) -> Outputs:
@@ -128,14 +120,19 @@ def infer_outputs(session, candidate: Candidate, data: Dataset) -> Outputs:
     return outputs
 
 
-def candidate_outputs(candidate: Candidate, data: Dataset, device, use_cache: bool = True) -> Outputs:
-    """Outputs only (no timing): from the shared cache when recorded there, else inferred and recorded.
-    A sweep's build phase calls this so its measure phase times without re-running the splits."""
+def candidate_outputs(candidate: Candidate, data: Dataset, device, use_cache: bool = True, *, session=None,
+                      key: str | None = None) -> Outputs:
+    """Outputs only (no timing): from the shared cache when recorded there, else inferred (in `session`, or one
+    opened for it) and recorded. A sweep's build phase calls this so its measure phase times without re-running
+    the splits; evaluate() calls it inside its own session."""
     threads = effective_threads(device)
-    key = outputs_key(candidate, data, threads)
+    key = key or outputs_key(candidate, data, threads)
     if use_cache and (hit := cached_outputs(key)) is not None:
         return hit
-    with open_session(candidate, threads=threads) as session:
+    if session is None:
+        with open_session(candidate, threads=threads) as opened:
+            outputs = infer_outputs(opened, candidate, data)
+    else:
         outputs = infer_outputs(session, candidate, data)
     if use_cache:
         store_outputs(key, outputs)
@@ -150,13 +147,15 @@ def build_outputs(cands: list[Candidate], data: Dataset, device, log, use_cache:
     threads = effective_threads(device)
     built: dict = {"candidates": {}, "outputs_keys": [], "failures": []}
     for c in cands:
-        built["candidates"][c.id] = artifact_sha256(c.files())
+        digest = built["candidates"][c.id] = artifact_sha256(c.files())
+        key = outputs_key(c, data, threads, artifact=digest)
         try:
-            candidate_outputs(c, data, device, use_cache=use_cache)
-            built["outputs_keys"].append(outputs_key(c, data, threads))
+            candidate_outputs(c, data, device, use_cache=use_cache, key=key)
+            built["outputs_keys"].append(key)
         except Exception as exc:  # noqa: BLE001 - one runtime rejecting one artifact must not lose the others
-            log(f"[{c.id}] outputs not built: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}")
-            built["failures"].append({"id": c.id, "reason": f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"})
+            reason = f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+            log(f"[{c.id}] outputs not built: {reason}")
+            built["failures"].append({"id": c.id, "reason": reason})
     return built
 
 
@@ -168,13 +167,8 @@ def evaluate(candidate: Candidate, data: Dataset, device, baseline: Outputs | No
     threads = effective_threads(device)
     rss0 = rss_mb()
     shapes = from_arrays(data.test.inputs)  # the data's own widths: what this measurement runs at
-    key = outputs_key(candidate, data, threads)
-    outputs = cached_outputs(key) if use_cache else None
     with open_session(candidate, threads=threads) as session:
-        if outputs is None:
-            outputs = infer_outputs(session, candidate, data)
-            if use_cache:
-                store_outputs(key, outputs)
+        outputs = candidate_outputs(candidate, data, device, use_cache, session=session)
         one = {k: v[:1] for k, v in data.test.inputs.items()}
         m = measure(session, one, [1, *device.bench.batch_sizes], device, threads, shapes=shapes)
         rss_growth = max(0.0, rss_mb() - rss0)

@@ -138,19 +138,12 @@ def run_cached(spec, ctx: PassContext, parent: Candidate, opts, cid: str, cache_
     _write_entry(folder, made, key)
     if not use_cache:
         return made, "built"
-    try:  # publish to the shared cache atomically; an unwritable cache never fails a run
-        tmp = entry.with_name(f"{entry.name}.tmp{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
+    def fill(tmp: Path) -> None:
         for p in made.files():
             shutil.copy2(p, tmp / p.name)
         shutil.copy2(folder / STEP_RECORD, tmp / STEP_RECORD)
-        if entry.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            tmp.rename(entry)
-    except OSError:
-        pass
+
+    cache.publish(entry, fill)  # atomic; an unwritable cache never fails a run
     return made, "built"
 
 
