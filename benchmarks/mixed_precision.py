@@ -20,7 +20,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -95,7 +94,7 @@ def main(argv=None) -> int:
             "search": mixed.info.get("search"), "layers_total": mixed.info.get("layers_total")}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "mixed_precision.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2, default=str))
-    lines = [f"# Mixed precision on a trained model that full int8 breaks",
+    lines = ["# Mixed precision on a trained model that full int8 breaks",
              "", f"Measured on this host: {meta['host']}, {args.threads} thread(s), batch 1, {args.runs} timed runs, "
              f"{meta['date']}. Model: demo CNN at width 4 trained {args.epochs} epochs on sklearn digits "
              f"(test n={len(data.test)}), with one hidden unit scaled x2000 (fp32 function unchanged). "

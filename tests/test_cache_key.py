@@ -7,7 +7,6 @@ served from the cache. --no-cache (use_cache=False) builds even when an entry ex
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import pytest
 from pydantic import BaseModel, ConfigDict

@@ -2,8 +2,6 @@
 the torch Session), the inspector against every vector torch 2.13's loader has, and the demo-cache hash."""
 from __future__ import annotations
 
-import dataclasses
-import io
 import json
 import pickle
 import re

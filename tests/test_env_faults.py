@@ -327,3 +327,21 @@ def test_real_process_shows_no_traceback(tmp_path):
     assert lines(p.stderr) == [lines(p.stderr)[0]] and INTERNAL.match(lines(p.stderr)[0]), p.stderr
     assert "Traceback" not in p.stderr + p.stdout
     assert "ValueError: bad thing" in next((tmp_path / "logs").glob("internal-*.log")).read_text()
+
+
+def test_a_reader_that_goes_away_is_not_an_internal_error(tmp_path, monkeypatch):
+    """`optkit bench --help | head -3`: the pipe closes before optkit has written; no 'internal error', no traceback,
+    exit 1 as click programs do. The same inside a command (a long table into a closed pipe) goes the same way."""
+    proc = subprocess.Popen([sys.executable, "-c", "from toolkit.cli import app; app()", "bench", "--help"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "COLUMNS": "80"})
+    proc.stdout.close()  # before the child has imported anything: its first write meets a closed pipe
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 1, err
+    assert err == "", err
+
+    def closed_pipe(*a, **k):
+        raise BrokenPipeError(errno.EPIPE, "Broken pipe")
+
+    monkeypatch.setattr("toolkit.pipeline.devices.device_names", closed_pipe)
+    r = runner.invoke(app, ["devices", "list"])
+    assert r.exit_code == 1 and "internal error" not in r.output, r.output

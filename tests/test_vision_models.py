@@ -240,6 +240,35 @@ def test_int8_pass_that_quantizes_nothing_fails(tmp_path, digits, trained):
         check_contents(load_all()["ort_static_int8"], None, onnx_c.derive(precision="int8"))
 
 
+def test_nncf_int8_quantizes_the_network_not_the_exports_shape_arithmetic(tmp_path, digits, trained):
+    """NNCF on a dynamic-batch ONNX starts from the converted model (what ov-fp32 runs), not read_model's raw graph:
+    read_model keeps the export's ShapeOf/Broadcast chains, NNCF quantized them too, and that int8 IR ran 2-3x slower."""
+    pytest.importorskip("openvino")
+    import collections
+
+    import openvino as ov
+
+    from tests.conftest import make_pass_ctx
+    from toolkit.passes.export import export_onnx, save_baseline
+    from toolkit.passes.openvino_ir import OpenVinoOptions, openvino_ir
+    from toolkit.passes.quantize_nncf import NncfOptions, nncf_ptq
+
+    def ops(path):
+        return collections.Counter(op.get_type_name() for op in ov.Core().read_model(str(path)).get_ops())
+
+    ctx = make_pass_ctx(tmp_path, digits, trained["mobilenet"])
+    onnx_c = export_onnx(ctx, save_baseline(ctx, trained["mobilenet"]), None, "onnx-fp32")
+    raw = ops(onnx_c.path)  # the case this is about: the export carries shape arithmetic for its dynamic batch
+    assert raw["ShapeOf"] > 0, raw
+    fp32 = ops(openvino_ir(ctx, onnx_c, OpenVinoOptions(), "ov-fp32").path)
+    int8 = ops(nncf_ptq(ctx, onnx_c, NncfOptions(), "nncf-int8").path)
+    assert int8["FakeQuantize"] > 0
+    for kind in ("ShapeOf", "Broadcast", "Concat", "Gather"):
+        assert int8[kind] == fp32[kind], f"{kind}: int8 IR {int8[kind]}, the converted fp32 IR {fp32[kind]}"
+    for kind in ("Convolution", "GroupConvolution", "MatMul"):
+        assert int8[kind] == fp32[kind], kind
+
+
 # --------------------------------------------------------------------------- PT2E and INC on .pt2 inputs really are int8
 
 @pytest.mark.parametrize("block", sorted(BLOCKS))

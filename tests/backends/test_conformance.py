@@ -100,6 +100,28 @@ class TestOpenVino(BackendConformance):
         with open_session(cand, threads=1) as session:
             assert session.describe()["inference_precision"] == "f32"
 
+    @pytest.mark.parametrize("case", [_cnn_case, _text_case], ids=["cnn", "text-encoder"])
+    def test_timed_shapes_run_static_and_give_the_same_outputs(self, tmp_path, case):
+        """fix_shapes (timing calls it) compiles a static copy per timed shape: same outputs as the any-shape model,
+        other shapes still run, and the runtime label says how it was compiled."""
+        module, inputs, n = case()
+        ctx = _ctx(tmp_path, inputs, n)
+        cand = self.make(ctx, save_baseline(ctx, module))
+        one = {k: v[:1] for k, v in inputs.items()}
+        with open_session(cand, threads=1) as session:
+            dynamic_all, dynamic_one = session.infer(inputs), session.infer(one)
+            assert "static" not in session.describe()["runtime"]
+            session.fix_shapes([one, inputs])
+            assert sorted(k[0][0] for k in session._static) == [1, len(dynamic_all)]  # one compiled model per shape
+            assert session._any_shape is None  # released: timing does not pay for both
+            static_all, static_one = session.infer(inputs), session.infer(one)
+            three = session.infer({k: v[:3] for k, v in inputs.items()})  # not fixed: the any-shape model again
+            described = session.describe()
+        np.testing.assert_allclose(static_all, dynamic_all, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(static_one, dynamic_one, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(three, dynamic_all[:3], rtol=1e-5, atol=1e-6)
+        assert described["runtime"].endswith("compiled for each timed input shape (static)")
+
 
 class TestExecuTorch(BackendConformance):
     backend = "executorch"

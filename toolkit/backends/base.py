@@ -73,6 +73,10 @@ class Session(abc.ABC):
         `fixed` are the options the artifact was made for. Called only when the backend is available."""
         return [dict(fixed)]
 
+    def fix_shapes(self, feeds_list: list[dict]) -> None:
+        """Prepare to run exactly these input shapes, as a deployment with a fixed batch would (timing calls this
+        before its warmup). A no-op unless the runtime compiles faster code for static shapes (OpenVINO)."""
+
     @classmethod
     def precision_label(cls, stored: str, described: dict[str, Any]) -> str:
         """The precision a measurement ran at, from what the session reported (describe())."""

@@ -28,6 +28,20 @@ def cpu_capabilities() -> list[str]:
     return list(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
 
 
+def ov_model(path):
+    """The OpenVINO model of an IR (.xml) or of an ONNX file, ready to quantize or compile.
+
+    ONNX goes through ov.convert_model, as the openvino_ir pass does, never Core.read_model: read_model's ONNX frontend
+    keeps the export's shape arithmetic for a dynamic batch (170 ShapeOf and 53 Broadcast on a MobileNetV3 export),
+    which convert_model folds away. NNCF then quantized those chains too (91 FakeQuantize instead of 80) and the int8
+    model ran 2-3x slower than the same network converted (benchmarks/vision.py, 224x224 MobileNetV3).
+    """
+    import openvino as ov
+
+    path = Path(path)
+    return ov.convert_model(str(path)) if path.suffix == ".onnx" else ov.Core().read_model(str(path))
+
+
 @register_backend("openvino", formats=("openvino", "onnx"), reads={".xml": "openvino"})
 class OpenVinoSession(Session):
     @classmethod
@@ -85,32 +99,61 @@ class OpenVinoSession(Session):
     def load(self) -> None:
         import openvino as ov
 
-        core = ov.Core()
+        self._core = ov.Core()
         hint = self.candidate.runtime_options.get("inference_precision", "f32")
-        config = {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": self.threads,
-                  "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
-        self._compiled = core.compile_model(str(self.candidate.path), "CPU", config)
-        self._request = self._compiled.create_infer_request()
-        ran = self._compiled.get_property("INFERENCE_PRECISION_HINT")
+        self._config = {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": self.threads,
+                        "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
+        self._model = ov_model(self.candidate.path)
+        # A port has several names (e.g. an fp16 model's input is also "graph_input_cast_0"): match any of them.
+        self._names = [set(port.get_names()) for port in self._model.inputs]
+        self._dynamic = any(port.get_partial_shape().is_dynamic for port in self._model.inputs)
+        self._static: dict[tuple, tuple] = {}  # input shapes -> compiled for exactly them (fix_shapes)
+        self._any_shape = self._compile(self._model)
+        ran = self._any_shape[0].get_property("INFERENCE_PRECISION_HINT")
         self._ran_precision = ran.to_string() if hasattr(ran, "to_string") else str(ran)  # "f32", "bf16"
         self._version = ov.get_version().split("-")[0]
-        # A port has several names (e.g. an fp16 model's input is also "graph_input_cast_0"): match any of them.
-        self._ports = [(port, set(port.get_names())) for port in self._compiled.inputs]
 
-    def infer(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        inputs = {}
-        for port, names in self._ports:
+    def _compile(self, model) -> tuple:
+        compiled = self._core.compile_model(model, "CPU", self._config)
+        return compiled, compiled.create_infer_request()
+
+    def _arrays(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        arrays = []
+        for names in self._names:
             name = next((n for n in feeds if n in names), None)
             if name is None:
                 raise KeyError(f"no input named any of {sorted(names)} in {sorted(feeds)}")
-            inputs[port] = feeds[name]
-        result = self._request.infer(inputs)
-        return np.asarray(result[self._compiled.outputs[0]], dtype=np.float32)
+            arrays.append(feeds[name])
+        return arrays
+
+    def fix_shapes(self, feeds_list: list[dict[str, np.ndarray]]) -> None:
+        """Compile a static copy for each of these input shapes, as OpenVINO deploys a fixed batch (benchmark_app
+        -shape, Optimum's model.reshape): its CPU kernels for dynamic dims are slower (a 224x224 MobileNetV3 int8:
+        0.87 vs 0.63 ms p50 at batch 1 here). The any-shape model is released; it is compiled again on demand."""
+        if not self._dynamic:
+            return
+        for feeds in feeds_list:
+            key = tuple(a.shape for a in self._arrays(feeds))
+            if key not in self._static:
+                model = self._model.clone()
+                model.reshape({port.get_any_name(): list(shape) for port, shape in zip(model.inputs, key)})
+                self._static[key] = self._compile(model)
+        self._any_shape = None
+
+    def infer(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        arrays = self._arrays(feeds)
+        compiled, request = self._static.get(tuple(a.shape for a in arrays)) or self._any_shape or self._recompile()
+        result = request.infer(dict(zip(compiled.inputs, arrays)))
+        return np.asarray(result[compiled.outputs[0]], dtype=np.float32)
+
+    def _recompile(self) -> tuple:
+        self._any_shape = self._compile(self._model)
+        return self._any_shape
 
     def close(self) -> None:
-        self._request = None
-        self._compiled = None
+        self._static, self._any_shape, self._model = {}, None, None
 
     def describe(self) -> dict:
-        return {"backend": "openvino", "runtime": f"openvino {self._version} CPU",
+        static = ", compiled for each timed input shape (static)" if self._static else ""
+        return {"backend": "openvino", "runtime": f"openvino {self._version} CPU{static}",
                 "inference_precision": self._ran_precision, "threads": self.threads}

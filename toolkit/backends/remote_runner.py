@@ -191,23 +191,43 @@ class _Ort:
 
 
 class _OpenVino:
+    """As toolkit.backends.openvino's Session: ONNX converted (not read), a static copy per timed shape."""
+
     def __init__(self, path, threads, options, np, precision):
         import openvino as ov
 
         hint = options.get("inference_precision", "f32")  # the CPU default is not fp32: always set, read back
-        self.compiled = ov.Core().compile_model(path, "CPU", {"INFERENCE_PRECISION_HINT": hint,
-                                                              "INFERENCE_NUM_THREADS": threads,
-                                                              "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1})
+        self.core, self.static, self.np = ov.Core(), {}, np
+        self.config = {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": threads,
+                       "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
+        self.model = ov.convert_model(path) if path.endswith(".onnx") else self.core.read_model(path)
+        self.names = [set(p.get_names()) for p in self.model.inputs]
+        self.compiled = self.core.compile_model(self.model, "CPU", self.config)
         self.request = self.compiled.create_infer_request()
         ran = self.compiled.get_property("INFERENCE_PRECISION_HINT")
-        self.ports = [(p, set(p.get_names())) for p in self.compiled.inputs]
         self.described = {"runtime": f"openvino {ov.get_version().split('-')[0]} CPU",
                           "inference_precision": ran.to_string() if hasattr(ran, "to_string") else str(ran)}
-        self.np = np
+
+    def _arrays(self, feeds):
+        return [feeds[next(n for n in feeds if n in names)] for names in self.names]
+
+    def fix_shapes(self, feeds_list):
+        if not any(p.get_partial_shape().is_dynamic for p in self.model.inputs):
+            return
+        for feeds in feeds_list:
+            key = tuple(a.shape for a in self._arrays(feeds))
+            if key not in self.static:
+                model = self.model.clone()
+                model.reshape({p.get_any_name(): list(shape) for p, shape in zip(model.inputs, key)})
+                compiled = self.core.compile_model(model, "CPU", self.config)
+                self.static[key] = (compiled, compiled.create_infer_request())
+        self.described["runtime"] += ", compiled for each timed input shape (static)"
 
     def infer(self, feeds):
-        inputs = {port: feeds[next(n for n in feeds if n in names)] for port, names in self.ports}
-        return self.np.asarray(self.request.infer(inputs)[self.compiled.outputs[0]], dtype=self.np.float32)
+        arrays = self._arrays(feeds)
+        compiled, request = self.static.get(tuple(a.shape for a in arrays)) or (self.compiled, self.request)
+        return self.np.asarray(request.infer(dict(zip(compiled.inputs, arrays)))[compiled.outputs[0]],
+                               dtype=self.np.float32)
 
 
 class _ExecuTorch:
@@ -276,6 +296,8 @@ def _outputs(np, session, fixture, step):
 
 
 def _time(np, session, feeds_by_batch, warmup, calls, rounds):
+    if hasattr(session, "fix_shapes"):  # the timed shapes, compiled as a fixed-batch deployment would
+        session.fix_shapes(list(feeds_by_batch.values()))
     for b, feeds in feeds_by_batch.items():
         for _ in range(warmup[b]):
             session.infer(feeds)

@@ -5,6 +5,8 @@ its `invoke`, so one place decides how a failure looks on the terminal:
 
 - OptkitError        -> `error: <message>` and its exit code (commands may also do this themselves)
 - KeyboardInterrupt  -> `interrupted` and exit 130 (128 + SIGINT, what shells report for Ctrl-C)
+- BrokenPipeError    -> passed on to typer's main, which says nothing and exits 1 as every click program does:
+                        the reader went away (`optkit ... | head`), which is not optkit's error
 - anything else      -> `internal error: <Type>: <message>; details in <log>` and exit 70 (EX_SOFTWARE
                         from sysexits.h: "an internal software error"); the traceback goes to the log
                         file, never to the terminal.
@@ -100,6 +102,8 @@ class GuardedGroup(Group):
         except KeyboardInterrupt:
             _stderr("interrupted")
             raise typer.Exit(EXIT_INTERRUPTED) from None
+        except BrokenPipeError:  # typer's main silences it (EPIPE: exit 1); the catch-all below would not
+            raise
         except Exception as exc:  # noqa: BLE001 - this is the boundary: nothing unexpected reaches the terminal raw
             _stderr(internal_error_line(exc, write_crash_log(exc)))
             raise typer.Exit(EXIT_INTERNAL) from None

@@ -73,7 +73,7 @@ def sweep(
                          + "; ".join(f"{f['id']}: {f['reason']}" for f in summary["failures"])[:600]
                          + f"; see {summary['out']}/sweep.json")
     if summary["exit_code"] == 1:
-        shown.print(f"regression flagged by the nightly report: exit 1", markup=False)
+        shown.print("regression flagged by the nightly report: exit 1", markup=False)
         raise typer.Exit(1)
 
 

@@ -151,11 +151,12 @@ def nncf_accuracy_control(ctx: PassContext, parent: Candidate, opts: AccuracyCon
     import nncf
     import openvino as ov
 
+    from toolkit.backends.openvino import ov_model
     from toolkit.metrics.classification import classification_metrics
     from toolkit.passes.openvino_ir import save_ir
 
     logging.getLogger("nncf").setLevel(logging.WARNING)
-    model = ov.Core().read_model(str(parent.path))
+    model = ov_model(parent.path)  # ONNX converted, not read (backends.openvino.ov_model)
     names = [p.get_any_name() for p in model.inputs]
     d = ctx.data
     val_items = [(b, d.val.y[i:i + 32]) for i, b in zip(range(0, len(d.val), 32), d.val.batches(32))]

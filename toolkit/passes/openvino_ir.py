@@ -43,9 +43,9 @@ def save_ir(model, dst) -> None:
 
 
 def convert_ir(src, dst) -> None:
-    import openvino as ov
+    from toolkit.backends.openvino import ov_model
 
-    save_ir(ov.convert_model(str(src)), dst)
+    save_ir(ov_model(src), dst)
 
 
 @register_pass("openvino_ir", accepts=("onnx",), backend="openvino",

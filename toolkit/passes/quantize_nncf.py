@@ -39,11 +39,11 @@ def _kwargs(opts: NncfOptions, n: int) -> dict:
 def nncf_ptq(ctx: PassContext, parent: Candidate, opts: NncfOptions, cid: str) -> Candidate:
     """NNCF PTQ int8 on the OpenVINO model, run by OpenVINO (fp32 for the layers left unquantized)."""
     import nncf
-    import openvino as ov
 
+    from toolkit.backends.openvino import ov_model
     from toolkit.passes.openvino_ir import save_ir
 
-    model = ov.Core().read_model(str(parent.path))
+    model = ov_model(parent.path)  # ONNX converted, not read (backends.openvino.ov_model)
     names = [p.get_any_name() for p in model.inputs]
     quantized = nncf.quantize(model, _dataset(ctx, names), **_kwargs(opts, ctx.calibration_size))
     path = ctx.folder(cid) / "model.xml"

@@ -83,12 +83,12 @@ def ort_transformer_optimize(ctx: PassContext, parent: Candidate, opts: Transfor
 def nncf_transformer(ctx: PassContext, parent: Candidate, opts: NncfTransformerOptions, cid: str) -> Candidate:
     """NNCF PTQ int8 with model_type=TRANSFORMER (SmoothQuant, attention-aware scopes) on OpenVINO, run by OpenVINO."""
     import nncf
-    import openvino as ov
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
 
+    from toolkit.backends.openvino import ov_model
     from toolkit.passes.openvino_ir import save_ir
 
-    model = ov.Core().read_model(str(parent.path))
+    model = ov_model(parent.path)  # ONNX converted, not read (backends.openvino.ov_model)
     names = [p.get_any_name() for p in model.inputs]
     batches = ctx.calibration_batches(batch_size=1)
     dataset = nncf.Dataset(batches, lambda b: {n: b[n] for n in names})

@@ -135,6 +135,8 @@ def measure(session, feeds: dict, batch_sizes: list[int], device, threads: int, 
     plan = {b: calls_for(device.bench, b) for b in batches}
     k = max(1, min(rounds, min(n for _, n in plan.values())))
     calls = {b: -(-n // k) for b, (_, n) in plan.items()}  # ceil: at least the profile's iterations
+    if hasattr(session, "fix_shapes"):  # a Session: the timed shapes, compiled as a fixed-batch deployment would
+        session.fix_shapes(list(feeds_by.values()))
     before = _loads()
     times = timed_rounds(session, feeds_by, {b: w for b, (w, _) in plan.items()}, calls, k)
     after = _loads()
