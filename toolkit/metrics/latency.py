@@ -19,10 +19,21 @@ def timed_rounds(session, feeds_by_batch: dict[int, dict], warmup: dict[int, int
     Each batch size is warmed up once, then every round runs each batch size's calls in turn,
     so a burst of neighbour load lands in one round of every batch size instead of in all of one.
     """
-    for b, feeds in feeds_by_batch.items():
-        for _ in range(warmup[b]):
-            session.infer(feeds)
-    times = {b: np.empty((rounds, calls[b])) for b in feeds_by_batch}
+    return round_robin({b: (lambda f=feeds: session.infer(f)) for b, feeds in feeds_by_batch.items()},
+                       warmup, calls, rounds)
+
+
+def round_robin(calls_of: dict, warmup: dict, calls: dict, rounds: int, turn_warmup: int = 0) -> dict:
+    """Per-call times in ms, shape (rounds, calls[k]), of zero-argument callables taking turns: each is warmed up,
+    then every round runs each one's calls in turn. Keys are batch sizes (timed_rounds) or candidates (retime).
+
+    turn_warmup untimed calls open every turn: when the callables are different runtimes, the one before may still
+    spin its thread pool for a moment after its turn (ONNX Runtime and OpenVINO both spin-wait), and those calls
+    would time the neighbour, not the model."""
+    for k, call in calls_of.items():
+        for _ in range(warmup[k]):
+            call()
+    times = {k: np.empty((rounds, calls[k])) for k in calls_of}
     # As timeit does: collect first, no GC pauses inside the timed loop. In a process holding large
     # torch/ONNX object graphs one gen-2 collection costs tens of ms and would land in the p95.
     gc.collect()
@@ -30,16 +41,18 @@ def timed_rounds(session, feeds_by_batch: dict[int, dict], warmup: dict[int, int
     gc.disable()
     try:
         for r in range(rounds):
-            for b, feeds in feeds_by_batch.items():
-                row = times[b][r]
-                for i in range(calls[b]):
+            for k, call in calls_of.items():
+                row = times[k][r]
+                for _ in range(turn_warmup):
+                    call()
+                for i in range(calls[k]):
                     start = time.perf_counter()
-                    session.infer(feeds)
+                    call()
                     row[i] = time.perf_counter() - start
     finally:
         if was_enabled:
             gc.enable()
-    return {b: t * 1e3 for b, t in times.items()}
+    return {k: t * 1e3 for k, t in times.items()}
 
 
 def _r(x: float) -> float:

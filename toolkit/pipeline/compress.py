@@ -156,6 +156,13 @@ def compress(checkpoint: str | Path | None = None, *, device: str = "jetson-orin
         run_shapes = from_arrays(dataset.test.inputs)  # core/shapes.py: the data's widths, said in every build/estimate
         add_target_estimates(report_rows, unique, prof, shapes=run_shapes)
         not_on_device: dict[str, str] = {}
+        from toolkit.pipeline.retime import contenders, retime_contenders
+
+        if target is None and (close := contenders(report_rows)):  # the host's target numbers rank: time the close
+            progress.stage("side-by-side timing", 1)                 # ones again round-robin (pipeline/retime.py)
+            progress.step(f"the {len(close)} fastest candidates, round-robin")
+            retime_contenders(report_rows, unique, dataset, prof, ctx.threads, progress.log)
+            progress.advance("retime")
         if target is not None:  # latency, memory and parity measured on the device itself (pipeline/remote_measure.py)
             from toolkit.pipeline.remote_measure import measure_candidates_on
 

@@ -43,7 +43,7 @@ def calls_for(bench, batch: int) -> tuple[int, int]:
     return max(3, bench.warmup // 4), max(20, bench.iterations // 10)
 
 
-def _loads() -> dict[str, Any]:
+def host_loads() -> dict[str, Any]:
     return {"load": hostinfo.load_average(), "cpu_times": hostinfo.cpu_times()}
 
 
@@ -81,6 +81,7 @@ class Measurement:
     contention_reason: str
     shapes: ShapePolicy | None
     load: dict
+    schedule: str = ""  # how the calls were scheduled when not alone (pipeline/retime.py: round-robin with others)
 
     def measured_on(self, batch: int = 1, memory: str = MEMORY_NOTE) -> dict[str, Any]:
         """The provenance record (core/result.py MeasuredOn) of the stats at one batch size."""
@@ -95,6 +96,7 @@ class Measurement:
                  f"with {runtime}, "
                  f"{self.threads} threads, batch {batch}{', ' + dims if dims else ''}, "
                  f"{s['runs']} runs in {s['rounds']} rounds after {s['warmup']} warmup"
+                 + (f", {self.schedule}" if self.schedule else "")
                  + ("" if self.target else f"; a stand-in for {self.device_name}, not the device")
                  + (f"; CONTENDED host ({self.contention_reason})" if self.contended else ""))
         return {
@@ -119,6 +121,7 @@ class Measurement:
             "memory": memory,
             "stand_in_for": None if self.target else self.device_name,
             "label": label,
+            **({"schedule": self.schedule} if self.schedule else {}),
         }
 
 
@@ -137,9 +140,9 @@ def measure(session, feeds: dict, batch_sizes: list[int], device, threads: int, 
     calls = {b: -(-n // k) for b, (_, n) in plan.items()}  # ceil: at least the profile's iterations
     if hasattr(session, "fix_shapes"):  # a Session: the timed shapes, compiled as a fixed-batch deployment would
         session.fix_shapes(list(feeds_by.values()))
-    before = _loads()
+    before = host_loads()
     times = timed_rounds(session, feeds_by, {b: w for b, (w, _) in plan.items()}, calls, k)
-    after = _loads()
+    after = host_loads()
     stats = {b: summarize(times[b], b, plan[b][0]) for b in batches}
     cores = hostinfo.usable_cores()
     contended, why = contention(before, after, stats, cores)
@@ -149,4 +152,4 @@ def measure(session, feeds: dict, batch_sizes: list[int], device, threads: int, 
                        contention_reason=why, shapes=shapes, load=after)
 
 
-__all__ = ["measure", "Measurement", "calls_for", "contention", "is_target", "ROUNDS", "TARGET", "STAND_IN"]
+__all__ = ["measure", "Measurement", "calls_for", "contention", "host_loads", "is_target", "ROUNDS", "TARGET", "STAND_IN"]
