@@ -20,8 +20,8 @@ and a seeded data order, so the same command on the same torch build and CPU ISA
 sha256 is recorded (kernels differ across ISAs, e.g. AVX-512 vs AVX2, so compare hashes on like hosts).
 Each model is saved the way export tutorials do it (`torch.export` with `Dim("batch", min=1, max=1024)`,
 a .pt2), then `optkit compress` runs in a child process with the x86-engines recipe (its search.max_minutes
-budget, overridable) on the x86-avx512 profile with a short bench (batch 1). The child's wall time and peak
-RSS (getrusage of the child) are recorded, and from its report.json each candidate's test macro-F1 and p50
+budget, overridable) on the x86-avx512 profile, timed at batch 1 only. The child's wall time and its own peak
+RSS (getrusage RUSAGE_SELF, printed by the child) are recorded, and from its report.json each candidate's test macro-F1 and p50
 latency, measured on this host (the close ones timed side by side by compress itself, pipeline/retime.py; the
 solo p50 beside it).
 
@@ -105,8 +105,8 @@ def mobilenetv3(classes: int = 10, in_ch: int = 1, stem_stride: int = 2):
 
 MODELS = {"resnet18": resnet18, "mobilenetv3": mobilenetv3}
 # Each model at the input size its architecture is built for, the digits upsampled to it: MobileNetV3-Small at its
-# 224x224 (at the digits' 28x28 it is ~0.4 ms of mostly per-op overhead, where int8 bought nothing measurable: the
-# README's earlier round), the CIFAR-style ResNet-18 at the digits' own 28x28 (0.4G multiply-adds, compute-bound there).
+# 224x224 (at the digits' 28x28 it ran in ~0.4 ms, mostly per-op overhead, where no precision could differ), the
+# CIFAR-style ResNet-18 at the digits' own 28x28 (0.4G multiply-adds, compute-bound there).
 INPUT = {"mobilenetv3": 224, "resnet18": 28}
 
 
@@ -363,8 +363,7 @@ def main(argv=None) -> int:
             "steps": [{"id": p["id"], "status": p["status"], "reason": p["reason"]} for p in rep["plan"]],
             "measured_on": base.get("measured_on"),
         })
-
-        print(f"{name}: {params / 1e6:.1f}M params, compress {wall_s:.0f} s, peak RSS {peak_mb:.0f} MB, selected {rep['selected']}")
+        print(f"{name}: {params / 1e6:.1f}M params, compress {wall_s:.0f} s, peak RSS {peak_mb} MB, selected {rep['selected']}")
 
     args.out.mkdir(parents=True, exist_ok=True)
     isa = sorted(f for f in cpu_flags() if f.startswith(("avx", "amx", "fma")))  # what the weights' hash depends on
